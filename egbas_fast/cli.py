@@ -1,0 +1,7 @@
+"""The `egbas` command line."""
+import sys
+
+
+def main(argv=None):
+    print("egbas demo: not built yet (placeholder)", file=sys.stderr)
+    return 0
