@@ -1,2 +1,35 @@
-"""egbas-fast: E-GBAS (Jeon, Jeong, Choi, AAAI 2020, arXiv 1912.05827) with a fast C++ core."""
+"""egbas-fast: E-GBAS (Jeon, Jeong, Choi, AAAI 2020, arXiv 1912.05827) with a fast C++ core.
+
+Public names are loaded lazily so that `import egbas_fast.core` does not pay for torch.
+"""
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC = {
+    "GenerativeRegion": "region",
+    "select_boundaries": "selection",
+    "Selection": "selection",
+    "explore": "explore",
+    "Exploration": "explore",
+    "sample_ball": "explore",
+    "BallSamples": "explore",
+    "load": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
+_SUBMODULES = {"core", "zoo", "models", "data", "train"}
+
+__all__ = sorted(_PUBLIC) + sorted(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'egbas_fast' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
