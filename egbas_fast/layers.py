@@ -1,0 +1,123 @@
+"""Layer access by dotted name, a forward that stops at the layer, and a forward with the layer masked.
+
+A layer is any module of `model.named_modules()` ("main.2", "blocks.body.1"...). Its *value* is the module's output
+for a batch, flattened per sample to (B, units). Reading it runs only the prefix of the network: a forward hook
+captures the output and raises a private exception that unwinds the rest of the forward (Captum's layer-hook idea).
+"""
+import contextlib
+import difflib
+
+import torch
+from torch import nn
+
+
+class _StopForward(Exception):
+    """Raised from the layer's forward hook to skip every later layer."""
+
+
+def get_layer(model, name):
+    """The submodule of `model` called `name` in `model.named_modules()`; a clear error lists close names."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"layer must be a dotted module name (str), got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if name in modules:
+        return modules[name]
+    names = [n for n in modules if n]  # "" is the model itself
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    shown = ", ".join(map(repr, names[:30])) + (", ..." if len(names) > 30 else "")
+    raise ValueError(f"unknown layer {name!r}{hint} (layers of this model: {shown})")
+
+
+def model_device(model):
+    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def model_dtype(model):
+    """Floating dtype the model computes in (its first floating parameter/buffer; float32 otherwise)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """eval() mode inside the block; every submodule's own training flag restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _flat_output(name, output):
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"layer {name!r} returns {type(output).__name__}; its output must be a single tensor")
+    return output
+
+
+def layer_output(model, layer, x):
+    """Value of `layer` for the batch `x`, flattened to (B, units); later layers are not run.
+
+    Runs under no_grad in eval mode (training flags restored). The forward stops inside the layer's hook,
+    so no later op, in-place ReLU included, can touch the value before we return it.
+    """
+    module = get_layer(model, layer)
+    captured = []
+
+    def hook(_module, _inputs, output):
+        captured.append(_flat_output(layer, output).detach())
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad(), evaluating(model):
+            try:
+                model(x)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"layer {layer!r} never ran in the model's forward pass; choose a layer on the "
+                           f"path from the input to the output")
+    out = captured[0]
+    return out.reshape(out.shape[0], -1)  # (B, units)
+
+
+def masked_forward(model, layer, x, mask):
+    """Full forward of `x` with the layer's output multiplied by `mask`.
+
+    mask: (units,) or (B, units), broadcast over the batch; it may require grad (selection optimises it).
+    The caller chooses the mode and grad context; the hook is removed in `finally`.
+    """
+    module = get_layer(model, layer)
+    ran = []
+
+    def hook(_module, _inputs, output):
+        output = _flat_output(layer, output)
+        ran.append(True)
+        m = mask.to(output.dtype)
+        if m.dim() == 1:
+            return output * m.view(output.shape[1:])
+        return output * m.view(output.shape)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        out = model(x)
+    finally:
+        handle.remove()
+    if not ran:
+        raise RuntimeError(f"layer {layer!r} never ran in the model's forward pass; choose a layer on the "
+                           f"path from the input to the output")
+    return out
