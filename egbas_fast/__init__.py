@@ -11,10 +11,10 @@ _PUBLIC = {
     "GenerativeRegion": "region",
     "select_boundaries": "selection",
     "Selection": "selection",
-    "explore": "explore",
-    "Exploration": "explore",
-    "sample_ball": "explore",
-    "BallSamples": "explore",
+    "explore": "exploration",  # a module named explore would shadow the function
+    "Exploration": "exploration",
+    "sample_ball": "exploration",
+    "BallSamples": "exploration",
     "load": "checkpoint",
     "save_checkpoint": "checkpoint",
 }
