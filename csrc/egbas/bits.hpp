@@ -72,13 +72,23 @@ inline int32_t mismatch_row(const uint64_t* bits, const uint64_t* ref, const uin
 namespace egbas::detail::avx512 {
 inline uint64_t pack_word(const float* v, int64_t count, float threshold, bool* nan) {
   const __m512 t = _mm512_set1_ps(threshold);
+  if (count == 64) {  // the common case: four plain loads
+    __m512 x0 = _mm512_loadu_ps(v), x1 = _mm512_loadu_ps(v + 16), x2 = _mm512_loadu_ps(v + 32),
+           x3 = _mm512_loadu_ps(v + 48);
+    uint64_t word = uint64_t(_mm512_cmp_ps_mask(x0, t, _CMP_GT_OQ)) |
+                    uint64_t(_mm512_cmp_ps_mask(x1, t, _CMP_GT_OQ)) << 16 |
+                    uint64_t(_mm512_cmp_ps_mask(x2, t, _CMP_GT_OQ)) << 32 |
+                    uint64_t(_mm512_cmp_ps_mask(x3, t, _CMP_GT_OQ)) << 48;
+    // cmp(a, b, UNORD) is true where a or b is NaN: two compares cover the word.
+    *nan |= (_mm512_cmp_ps_mask(x0, x1, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(x2, x3, _CMP_UNORD_Q)) != 0;
+    return word;
+  }
   uint64_t word = 0;
   __mmask16 nan_bits = 0;
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; 16 * j < count; ++j) {  // the row's last, partial word: masked loads
     int64_t left = count - 16 * j;
-    if (left <= 0) break;
     __mmask16 valid = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    __m512 x = _mm512_maskz_loadu_ps(valid, v + 16 * j);  // masked: never reads past the row
+    __m512 x = _mm512_maskz_loadu_ps(valid, v + 16 * j);
     word |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(valid, x, t, _CMP_GT_OQ)) << (16 * j);
     nan_bits |= _mm512_mask_cmp_ps_mask(valid, x, x, _CMP_UNORD_Q);
   }
