@@ -67,21 +67,28 @@ def _flat_output(name, output):
 
 
 def layer_output(model, layer, x):
-    """Value of `layer` for the batch `x`, flattened to (B, units); later layers are not run.
+    """Value of `layer` (a dotted name) for the batch `x`, flattened to (B, units); later layers are not run.
 
-    Runs under no_grad in eval mode (training flags restored). The forward stops inside the layer's hook,
-    so no later op, in-place ReLU included, can touch the value before we return it.
+    Runs under no_grad in eval mode (every module's training flag restored afterwards).
     """
-    module = get_layer(model, layer)
+    return prefix_output(model, get_layer(model, layer), layer, x)
+
+
+def prefix_output(model, module, name, x, eval_mode=True):
+    """`layer_output` for an already looked-up `module` (hot path). eval_mode=False leaves the mode to the caller.
+
+    The forward stops inside the layer's hook, so no later op (DCGAN's in-place ReLU included) can touch the
+    value before we return it: no copy is needed.
+    """
     captured = []
 
     def hook(_module, _inputs, output):
-        captured.append(_flat_output(layer, output).detach())
+        captured.append(_flat_output(name, output).detach())
         raise _StopForward
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.no_grad(), evaluating(model):
+        with torch.no_grad(), (evaluating(model) if eval_mode else contextlib.nullcontext()):
             try:
                 model(x)
             except _StopForward:
@@ -89,7 +96,7 @@ def layer_output(model, layer, x):
     finally:
         handle.remove()
     if not captured:
-        raise RuntimeError(f"layer {layer!r} never ran in the model's forward pass; choose a layer on the "
+        raise RuntimeError(f"layer {name!r} never ran in the model's forward pass; choose a layer on the "
                            f"path from the input to the output")
     out = captured[0]
     return out.reshape(out.shape[0], -1)  # (B, units)
