@@ -117,7 +117,7 @@ class GenerativeRegion:
         self.units = idx
         self.units.setflags(write=False)
         self._all_units = idx.size == self.n_units  # membership order does not matter: no gather needed
-        self._units_t = None if self._all_units else torch.from_numpy(idx).to(self.device)
+        self._units_t = None if self._all_units else torch.tensor(idx, device=self.device)
         ref_values = self.query_values if self._all_units else self.query_values[idx]
         self._ref = self._pack(torch.tensor(ref_values)[None])[0]  # (w,) uint64
         # Mask of the k used bits: padding bits of the last word are 0, exactly as pack_signs writes them.
