@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "egbas/egbas.hpp"
@@ -81,13 +83,169 @@ py::array_t<int32_t> mismatch_count(const py::object& bits_obj, const py::object
   return out;
 }
 
+void check_dim(const f32_array& a, const char* name, int64_t d, const char* expected) {
+  if (a.shape(1) != d)
+    throw py::value_error(std::string(name) + " must have shape " + expected + " with d = " + std::to_string(d) +
+                          ", got " + shape_str(a));
+}
+
+std::pair<py::array_t<int64_t>, py::array_t<float>> nearest(const py::object& points_obj,
+                                                            const py::object& queries_obj) {
+  f32_array points = as_f32(points_obj, "points", 2, "(N, d)");
+  f32_array queries = as_f32(queries_obj, "queries", 2, "(B, d)");
+  const int64_t N = points.shape(0), d = points.shape(1), B = queries.shape(0);
+  if (N == 0) throw py::value_error("points must have at least one row, got shape " + shape_str(points));
+  if (d == 0) throw py::value_error("points must have at least one column, got shape " + shape_str(points));
+  check_dim(queries, "queries", d, "(B, d)");
+  py::array_t<int64_t> idx(B);
+  py::array_t<float> dist2(B);
+  {
+    py::gil_scoped_release nogil;
+    egbas::nearest(points.data(), N, d, queries.data(), B, idx.mutable_data(), dist2.mutable_data());
+  }
+  return {idx, dist2};
+}
+
+// Tree plus a reader/writer lock: Python threads may share one tree with the GIL released.
+struct PyTree {
+  egbas::Tree tree;
+  mutable std::shared_mutex mutex;
+  PyTree(int64_t dim, int64_t capacity) : tree(dim, capacity) {}
+
+  py::array_t<int64_t> add(const py::object& points_obj, const py::object& parents_obj) {
+    const int64_t d = tree.dim();
+    f32_array points = as_f32(points_obj, "points", 2, "(k, dim)");
+    check_dim(points, "points", d, "(k, dim)");
+    py::array parents_any = as_numeric(parents_obj, "parents", "iu");
+    auto parents = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(parents_any);
+    if (parents.ndim() != 1 || parents.shape(0) != points.shape(0))
+      throw py::value_error("parents must have shape (k,) = (" + std::to_string(points.shape(0)) +
+                            ",) to match points, got " + shape_str(parents));
+    const int64_t k = points.shape(0);
+    py::array_t<int64_t> idx(k);
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock<std::shared_mutex> lock(mutex);
+      tree.add(points.data(), parents.data(), k, idx.mutable_data());
+    }
+    return idx;
+  }
+
+  std::pair<py::array_t<int64_t>, py::array_t<float>> nearest(const py::object& queries_obj) const {
+    f32_array queries = as_f32(queries_obj, "queries", 2, "(B, dim)");
+    check_dim(queries, "queries", tree.dim(), "(B, dim)");
+    const int64_t B = queries.shape(0);
+    py::array_t<int64_t> idx(B);
+    py::array_t<float> dist2(B);
+    {
+      py::gil_scoped_release nogil;
+      std::shared_lock<std::shared_mutex> lock(mutex);
+      tree.nearest(queries.data(), B, idx.mutable_data(), dist2.mutable_data());
+    }
+    return {idx, dist2};
+  }
+
+  // Read-only zero-copy views; the capsule keeps the buffer alive even after the tree regrows.
+  template <class T>
+  static py::array view(std::shared_ptr<const std::vector<T>> buf, std::vector<py::ssize_t> shape) {
+    auto* owner = new std::shared_ptr<const std::vector<T>>(std::move(buf));
+    py::capsule base(owner, [](void* p) { delete static_cast<std::shared_ptr<const std::vector<T>>*>(p); });
+    py::array_t<T> a(shape, (*owner)->data(), base);
+    py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return a;
+  }
+  py::array points() const {
+    std::shared_lock<std::shared_mutex> lock(mutex);
+    return view(tree.points_buffer(), {tree.size(), tree.dim()});
+  }
+  py::array parents() const {
+    std::shared_lock<std::shared_mutex> lock(mutex);
+    return view(tree.parents_buffer(), {tree.size()});
+  }
+};
+
+py::array_t<float> steer(const py::object& origins_obj, const py::object& targets_obj, double step) {
+  f32_array origins = as_f32(origins_obj, "origins", 2, "(B, d)");
+  f32_array targets = as_f32(targets_obj, "targets", 2, "(B, d)");
+  if (targets.shape(0) != origins.shape(0) || targets.shape(1) != origins.shape(1))
+    throw py::value_error("targets must have the shape of origins " + shape_str(origins) + ", got " +
+                          shape_str(targets));
+  if (!(step > 0) || !std::isfinite(step)) throw py::value_error("step must be positive and finite, got " + std::to_string(step));
+  const int64_t B = origins.shape(0), d = origins.shape(1);
+  for (const f32_array* a : {&origins, &targets})
+    for (int64_t i = 0, n = B * d; i < n; ++i)
+      if (!std::isfinite(a->data()[i]))
+        throw py::value_error(std::string(a == &origins ? "origins" : "targets") + " must be finite");
+  py::array_t<float> out({B, d});
+  {
+    py::gil_scoped_release nogil;
+    egbas::steer(origins.data(), targets.data(), B, d, step, out.mutable_data());
+  }
+  return out;
+}
+
+// Checks shared by the random generators; returns the centre as float32 (d,).
+f32_array rng_centre(const py::object& centre_obj, double size, const char* size_name, int64_t n) {
+  f32_array centre = as_f32(centre_obj, "center", 1, "(d,)");
+  if (centre.shape(0) == 0) throw py::value_error("center must have at least one element");
+  for (int64_t j = 0; j < centre.shape(0); ++j)
+    if (!std::isfinite(centre.data()[j])) throw py::value_error("center must be finite");
+  if (!(size > 0) || !std::isfinite(size))
+    throw py::value_error(std::string(size_name) + " must be positive and finite, got " + std::to_string(size));
+  if (n < 0) throw py::value_error("n must be >= 0, got " + std::to_string(n));
+  return centre;
+}
+
+template <class Fill>
+py::array_t<float> draw(int64_t n, int64_t d, Fill fill) {
+  py::array_t<float> out({n, d});
+  float* data = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fill(data);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "egbas-fast C++ core (see egbas_fast.core for the documented API)";
   m.def("pack_signs", &pack_signs, py::arg("values"), py::arg("threshold") = 0.0);
   m.def("mismatch_count", &mismatch_count, py::arg("bits"), py::arg("ref"), py::arg("mask"));
-  m.def("set_num_threads", &egbas::set_num_threads, py::arg("k"));
+  m.def("nearest", &nearest, py::arg("points"), py::arg("queries"));
+  py::class_<PyTree>(m, "Tree")
+      .def(py::init<int64_t, int64_t>(), py::arg("dim"), py::arg("capacity") = 1024)
+      .def("add", &PyTree::add, py::arg("points"), py::arg("parents"))
+      .def("nearest", &PyTree::nearest, py::arg("queries"))
+      .def_property_readonly("points", &PyTree::points)
+      .def_property_readonly("parents", &PyTree::parents)
+      .def_property_readonly("size", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); })
+      .def_property_readonly("dim", [](const PyTree& t) { return t.tree.dim(); })
+      .def_property_readonly("capacity", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.capacity(); })
+      .def("__len__", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); });
+  m.def("steer", &steer, py::arg("origins"), py::arg("targets"), py::arg("step"));
+  m.def("random_uniform_box", [](const py::object& c, double half_width, int64_t n, uint64_t seed, uint64_t offset) {
+    f32_array centre = rng_centre(c, half_width, "half_width", n);
+    return draw(n, centre.shape(0), [&](float* out) {
+      egbas::random_uniform_box(centre.data(), centre.shape(0), half_width, n, seed, offset, out);
+    });
+  }, py::arg("center"), py::arg("half_width"), py::arg("n"), py::arg("seed"), py::arg("offset") = 0);
+  m.def("random_uniform_ball", [](const py::object& c, double radius, int64_t n, uint64_t seed, uint64_t offset) {
+    f32_array centre = rng_centre(c, radius, "radius", n);
+    return draw(n, centre.shape(0), [&](float* out) {
+      egbas::random_uniform_ball(centre.data(), centre.shape(0), radius, n, seed, offset, out);
+    });
+  }, py::arg("center"), py::arg("radius"), py::arg("n"), py::arg("seed"), py::arg("offset") = 0);
+  m.def("random_normal", [](int64_t n, int64_t d, uint64_t seed, uint64_t offset) {
+    if (n < 0) throw py::value_error("n must be >= 0, got " + std::to_string(n));
+    if (d <= 0) throw py::value_error("d must be positive, got " + std::to_string(d));
+    return draw(n, d, [&](float* out) { egbas::random_normal(n, d, seed, offset, out); });
+  }, py::arg("n"), py::arg("d"), py::arg("seed"), py::arg("offset") = 0);
+  m.def("set_num_threads", [](int k) {
+    if (k < 0) throw py::value_error("k must be >= 1 (or 0 for the default), got " + std::to_string(k));
+    egbas::set_num_threads(k);
+  }, py::arg("k"));
   m.def("get_num_threads", &egbas::get_num_threads);
   m.def("simd_isa", [] { return std::string(egbas::isa_name(egbas::active_isa())); });
   m.def("_limit_isa", [](const std::string& name) {

@@ -14,6 +14,24 @@ Input policy (every function):
     (default: all cores) and its results never depend on that number.
 
 Functions:
+  nearest(points, queries)            (N, d), (B, d) -> (idx int64 (B,), dist2 float32 (B,)). Exact:
+      idx[b] is numpy's argmin of ((P64 - q64)**2).sum(1) (ties to the lowest index) and dist2
+      that float64 value rounded to float32. A fused float32 filter with a proven error bound
+      keeps every possible winner, which is then re-checked in float64 in numpy's order.
+  Tree(dim, capacity=1024)            growable RRT node store (append-only, capacity doubles).
+      .add(points (k, dim), parents (k,)) -> int64 (k,) indices of the new nodes; a parent is
+          -1 or an earlier node. Everything is checked before the tree changes.
+      .nearest(queries (B, dim)) -> (idx, dist2), exact as `nearest`, over the current nodes.
+      .points (size, dim) float32 and .parents (size,) int64: read-only zero-copy views that
+          stay valid after later adds; .size (== len(tree)), .dim, .capacity.
+  steer(origins, targets, step)       (B, d), (B, d) -> (B, d): the target if within `step`,
+      else origin + step * unit(target - origin) (computed in float64).
+  random_uniform_box(center (d,), half_width, n, seed, offset=0) -> (n, d) float32
+  random_uniform_ball(center (d,), radius, n, seed, offset=0) -> (n, d) float32 (uniform in the L2 ball)
+  random_normal(n, d, seed, offset=0) -> (n, d) float32 standard normals
+      Counter-based (Philox4x32-10): row i of a call is draw offset + i of the stream for
+      `seed`, so a batch split into calls with offsets gives the same rows as one call,
+      whatever the thread count.
   pack_signs(values, threshold=0.0)   (B, n) float32 -> (B, ceil(n/64)) uint64. Unit i is bit
       i % 64 of word i // 64, set iff values[:, i] > threshold; padding bits are 0.
   mismatch_count(bits, ref, mask)     (B, w), (w,), (w,) uint64 -> (B,) int32:
@@ -22,17 +40,29 @@ Functions:
   simd_isa()                          the instruction set the kernels use ("avx512", "avx2", "scalar").
 """
 from ._core import (  # noqa: F401
+    Tree,
     get_num_threads,
     mismatch_count,
+    nearest,
     pack_signs,
+    random_normal,
+    random_uniform_ball,
+    random_uniform_box,
     set_num_threads,
     simd_isa,
+    steer,
 )
 
 __all__ = [
+    "Tree",
     "get_num_threads",
     "mismatch_count",
+    "nearest",
     "pack_signs",
+    "random_normal",
+    "random_uniform_ball",
+    "random_uniform_box",
     "set_num_threads",
     "simd_isa",
+    "steer",
 ]

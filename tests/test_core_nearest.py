@@ -1,0 +1,221 @@
+"""core.nearest and core.Tree against the float64 numpy oracle (ties to the lowest index)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from egbas_fast import core
+
+from .test_core_bits import isa  # noqa: F401  (runs a test once per instruction set)
+
+
+def oracle(points, queries):
+    """numpy argmin of the float64 squared distances (first index on ties) and that distance."""
+    P64 = np.asarray(points, np.float32).astype(np.float64)
+    idx = np.empty(len(queries), np.int64)
+    dist = np.empty(len(queries), np.float32)
+    for b, q in enumerate(np.asarray(queries, np.float32).astype(np.float64)):
+        d2 = ((P64 - q) ** 2).sum(1)
+        idx[b] = np.argmin(d2)
+        dist[b] = d2[idx[b]]
+    return idx, dist
+
+
+def assert_exact(points, queries):
+    idx, dist = core.nearest(points, queries)
+    want_idx, want_dist = oracle(points, queries)
+    assert idx.dtype == np.int64 and dist.dtype == np.float32
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(dist, want_dist)
+
+
+def tight_cloud(rng, n, d, norm, spread):
+    """n points in a cloud of size `spread` around a centre of norm `norm` (an RRT tree)."""
+    centre = rng.standard_normal(d)
+    centre *= norm / np.linalg.norm(centre)
+    steps = rng.standard_normal((n, d)) * spread / np.sqrt(d)
+    return (centre + np.cumsum(steps, axis=0) / np.sqrt(np.arange(1, n + 1))[:, None]).astype(np.float32), centre
+
+
+@pytest.mark.parametrize("N,d,B", [(1, 1, 1), (7, 3, 5), (100, 600, 33), (5000, 17, 70), (50000, 8, 3),
+                                   (1000, 128, 257)])
+def test_random_gaussian(isa, N, d, B):  # noqa: F811
+    rng = np.random.default_rng(N + d + B)
+    assert_exact(rng.standard_normal((N, d)).astype(np.float32), rng.standard_normal((B, d)).astype(np.float32))
+
+
+@pytest.mark.parametrize("norm", [10.0, 30.0, 300.0])
+@pytest.mark.parametrize("spread", [1e-4, 1e-2, 1e-1])
+def test_tight_cloud_far_from_origin(isa, norm, spread):  # noqa: F811
+    """The RRT case: nodes a few steps apart around a query of norm 10-300."""
+    rng = np.random.default_rng(int(norm * 7 + 1 / spread))
+    d = 64
+    points, centre = tight_cloud(rng, 3000, d, norm, spread)
+    near = (points[rng.integers(0, len(points), 40)] + rng.standard_normal((40, d)) * spread / 10).astype(np.float32)
+    wide = (centre + rng.standard_normal((40, d)) * spread * 3).astype(np.float32)
+    assert_exact(points, np.concatenate([near, wide, points[:5]]))
+
+
+def test_duplicates_and_exact_ties(isa):  # noqa: F811
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((50, 9)).astype(np.float32)
+    points = np.concatenate([base, base, base[::-1]])  # every point three times
+    assert_exact(points, np.concatenate([base, rng.standard_normal((40, 9)).astype(np.float32)]))
+    # Symmetric points: exact ties at equal distance, the lower index must win.
+    e = np.eye(5, dtype=np.float32)
+    sym = np.concatenate([e, -e, 2 * e])
+    idx, dist = core.nearest(sym, np.zeros((3, 5), np.float32))
+    np.testing.assert_array_equal(idx, [0, 0, 0])
+    np.testing.assert_array_equal(dist, [1, 1, 1])
+    # All points equal: index 0.
+    same = np.full((1000, 4), 12.5, np.float32)
+    assert core.nearest(same, same[:3] + 1)[0].tolist() == [0, 0, 0]
+
+
+def test_near_ties_below_float32_resolution(isa):  # noqa: F811
+    """Distances that differ only in float64 (the float32 expansion cannot separate them)."""
+    rng = np.random.default_rng(4)
+    d = 32
+    q = (rng.standard_normal(d) * 20).astype(np.float32)
+    points = np.repeat(q[None], 400, 0)
+    for i in range(400):  # one coordinate nudged by 1..4 ulps, in both directions
+        j = i % d
+        x = points[i, j]
+        for _ in range(1 + i % 4):
+            x = np.nextafter(x, np.float32(np.inf if i % 2 else -np.inf))
+        points[i, j] = x
+    assert_exact(points, q[None])
+    assert_exact(points, points[::37])
+
+
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 700), d=st.integers(1, 40), B=st.integers(0, 70), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+       offset=st.sampled_from([0.0, 25.0]), seed=st.integers(0, 2**32 - 1))
+def test_nearest_property(N, d, B, scale, offset, seed):
+    rng = np.random.default_rng(seed)
+    points = (offset + scale * rng.standard_normal((N, d))).astype(np.float32)
+    if N > 3:
+        points[rng.integers(0, N, N // 3)] = points[0]  # duplicates
+    queries = (offset + scale * rng.standard_normal((B, d))).astype(np.float32)
+    assert_exact(points, np.concatenate([queries, points[: min(N, 3)]]))
+
+
+def test_integer_grid_ties():
+    """Integer points: many exactly equal distances."""
+    rng = np.random.default_rng(5)
+    points = rng.integers(-2, 3, size=(3000, 6)).astype(np.float32)
+    queries = rng.integers(-2, 3, size=(200, 6)).astype(np.float32) + 0.5
+    assert_exact(points, queries)
+
+
+def test_thread_count_does_not_change_results():
+    rng = np.random.default_rng(6)
+    points, _ = tight_cloud(rng, 20000, 24, 20.0, 1e-3)
+    queries = points[rng.integers(0, len(points), 300)] + np.float32(1e-5)
+    results = []
+    for k in (1, 2, 3, 5):
+        core.set_num_threads(k)
+        results.append(core.nearest(points, queries))
+    core.set_num_threads(0)
+    for idx, dist in results[1:]:
+        np.testing.assert_array_equal(idx, results[0][0])
+        np.testing.assert_array_equal(dist, results[0][1])
+    np.testing.assert_array_equal(results[0][0], oracle(points, queries)[0])
+
+
+def test_conversions():
+    rng = np.random.default_rng(7)
+    points = rng.standard_normal((300, 10))  # float64 -> float32
+    queries = np.asfortranarray(rng.standard_normal((20, 10)))
+    idx, dist = core.nearest(points, queries)
+    want = oracle(points.astype(np.float32), queries.astype(np.float32))
+    np.testing.assert_array_equal(idx, want[0])
+    np.testing.assert_array_equal(core.nearest(points[::2], queries[:, :])[0], oracle(points[::2], queries)[0])
+    assert core.nearest(points, queries[:0])[0].shape == (0,)
+
+
+def test_nearest_errors():
+    P = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"points must have shape \(N, d\)"):
+        core.nearest(np.zeros(3, np.float32), P)
+    with pytest.raises(ValueError, match=r"queries must have shape \(B, d\) with d = 3"):
+        core.nearest(P, np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="at least one row"):
+        core.nearest(np.zeros((0, 3), np.float32), P)
+    with pytest.raises(ValueError, match="at least one column"):
+        core.nearest(np.zeros((2, 0), np.float32), np.zeros((2, 0), np.float32))
+    bad = P.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"points must be finite \(row 2\)"):
+        core.nearest(bad, P)
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"queries must be finite \(row 2\)"):
+        core.nearest(P, bad)
+    with pytest.raises(ValueError, match="too large"):
+        core.nearest(np.full((2, 3), 1e18, np.float32), P)
+    with pytest.raises(TypeError, match="points"):
+        core.nearest(P.astype(complex), P)
+
+
+# ---------------------------------------------------------------- Tree
+
+def test_tree_grows_and_matches_oracle(isa):  # noqa: F811
+    rng = np.random.default_rng(8)
+    d = 20
+    points, _ = tight_cloud(rng, 5000, d, 15.0, 1e-2)
+    tree = core.Tree(d, capacity=3)
+    added = 0
+    for k in [1, 1, 5, 100, 0, 1000, 3893]:
+        parents = rng.integers(-1, max(added, 1), k) if added else np.full(k, -1)
+        idx = tree.add(points[added:added + k], parents)
+        np.testing.assert_array_equal(idx, np.arange(added, added + k))
+        added += k
+        assert tree.size == len(tree) == added and tree.capacity >= added
+        np.testing.assert_array_equal(tree.points, points[:added])
+        queries = points[rng.integers(0, added, 37)] + rng.standard_normal((37, d)).astype(np.float32) * 1e-3
+        got = tree.nearest(queries)
+        want = oracle(points[:added], queries)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_tree_views_and_parents():
+    tree = core.Tree(2, capacity=1)
+    tree.add([[1.0, 2.0]], [-1])
+    view = tree.points
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0, 0] = 5
+    tree.add([[3.0, 4.0], [5.0, 6.0]], [0, 1])  # regrows: the old view must stay valid
+    np.testing.assert_array_equal(view, [[1, 2]])
+    np.testing.assert_array_equal(tree.points, [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(tree.parents, [-1, 0, 1])
+    assert tree.parents.dtype == np.int64 and tree.dim == 2
+    del tree
+    np.testing.assert_array_equal(view, [[1, 2]])  # the view owns its buffer
+
+
+def test_tree_errors_leave_tree_unchanged():
+    tree = core.Tree(3)
+    with pytest.raises(ValueError, match="empty"):
+        tree.nearest(np.zeros((1, 3), np.float32))
+    tree.add(np.zeros((2, 3), np.float32), [-1, 0])
+    for pts, parents, match in [
+        (np.zeros((2, 4)), [0, 0], r"points must have shape \(k, dim\) with d = 3"),
+        (np.zeros((2, 3)), [0], r"parents must have shape \(k,\) = \(2,\)"),
+        (np.zeros((2, 3)), [0, 3], r"parents\[1\] = 3 must be -1 or the index of an earlier node \(< 3\)"),
+        (np.zeros((1, 3)), [-2], r"parents\[0\] = -2"),
+        (np.array([[0, 0, np.nan]]), [0], r"points must be finite \(row 0\)"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            tree.add(pts, parents)
+    with pytest.raises(TypeError, match="parents"):
+        tree.add(np.zeros((1, 3)), [0.5])
+    assert tree.size == 2
+    np.testing.assert_array_equal(tree.parents, [-1, 0])
+    with pytest.raises(ValueError, match=r"queries must have shape \(B, dim\)"):
+        tree.nearest(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="dim must be positive"):
+        core.Tree(0)
+    with pytest.raises(ValueError, match="capacity must be positive"):
+        core.Tree(3, capacity=0)
