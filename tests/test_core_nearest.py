@@ -88,6 +88,32 @@ def test_near_ties_below_float32_resolution(isa):  # noqa: F811
     assert_exact(points, points[::37])
 
 
+def ring(rng, d, n, centre_norm, r, R, theta=0.7):
+    """n points at one angle theta on a sphere of radius r around a far centre c, and a query
+    at distance R from c along the axis: mathematically every point ties, and only float32
+    rounding of the points separates them. A filter without its error guard fails here."""
+    c = rng.standard_normal(d)
+    c *= centre_norm / np.linalg.norm(c)
+    e = rng.standard_normal(d)
+    e /= np.linalg.norm(e)
+    w = rng.standard_normal((n, d))
+    w -= np.outer(w @ e, e)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    points = (c + r * (np.cos(theta) * e + np.sin(theta) * w)).astype(np.float32)
+    return points, (c + R * e).astype(np.float32)[None]
+
+
+@pytest.mark.parametrize("d", [8, 64, 300])
+def test_rounding_separated_ties(isa, d):  # noqa: F811
+    rng = np.random.default_rng(d)
+    for _ in range(15):
+        points, query = ring(rng, d, 500, 20.0, 1.0, 30.0)
+        assert_exact(points, query)
+        tree = core.Tree(d)
+        tree.add(points, np.full(len(points), -1))
+        np.testing.assert_array_equal(tree.nearest(query)[0], oracle(points, query)[0])
+
+
 @settings(max_examples=30, deadline=None)
 @given(N=st.integers(1, 700), d=st.integers(1, 40), B=st.integers(0, 70), scale=st.sampled_from([1e-3, 1.0, 30.0]),
        offset=st.sampled_from([0.0, 25.0]), seed=st.integers(0, 2**32 - 1))
