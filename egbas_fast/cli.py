@@ -1,7 +1,105 @@
-"""The `egbas` command line."""
+"""The `egbas` command line: demo, train, explore.
+
+Every user error ends as ONE line on stderr (`egbas: error: ...`) and exit status 2, never a traceback.
+"""
+import argparse
 import sys
 
 
-def main(argv=None):
-    print("egbas demo: not built yet (placeholder)", file=sys.stderr)
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def build_parser():
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="egbas", description="Explore the generative regions of deep generative "
+                                     "networks (E-GBAS, Jeon, Jeong, Choi, AAAI 2020).")
+    parser.add_argument("--version", action="version", version=f"egbas-fast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser("demo", help="explore an embedded default generator and write the report")
+    demo.add_argument("--out", default="egbas-demo", help="report directory (default: egbas-demo)")
+    demo.add_argument("--model", choices=("faces", "mnist"), default="faces",
+                      help="faces: the pretrained 64x64 face DCGAN; mnist: a small DCGAN trained on mnist5k")
+
+    train = commands.add_parser("train", help="train a model; writes a checkpoint every epoch")
+    train.add_argument("--model", required=True, help="gan, dcgan, vae, ae or classifier")
+    train.add_argument("--data", default="mnist5k",
+                       help="mnist5k, mnist, fashion, digits, folder:PATH or npz:PATH (default: mnist5k)")
+    train.add_argument("--epochs", type=_positive_int, default=5, help="total epochs (default: 5)")
+    train.add_argument("--out", default=None, help="checkpoint directory (default: runs/MODEL-DATA)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    train.add_argument("--batch-size", type=_positive_int, default=None)
+    train.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
+    train.add_argument("--latent-dim", type=_positive_int, default=None)
+    train.add_argument("--width", type=_positive_int, default=None, help="feature width (ngf/ndf, MLP hidden)")
+    train.add_argument("--image-size", type=_positive_int, default=None, help="resize images to SIZE x SIZE")
+    train.add_argument("--limit", type=_positive_int, default=None, help="use only the first N images")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    explore = commands.add_parser("explore", help="explore the generative region of a query in a checkpoint")
+    explore.add_argument("--checkpoint", required=True, help="checkpoint directory (from egbas train)")
+    explore.add_argument("--layer", required=True, help="dotted module name, e.g. main.5")
+    explore.add_argument("--keep", type=_fraction, default=0.05, help="share of units kept (default: 0.05)")
+    explore.add_argument("--n", type=_positive_int, default=500, help="tree nodes (default: 500)")
+    explore.add_argument("--query-seed", type=int, default=0, help="seed of the query latent")
+    explore.add_argument("--seed", type=int, default=0, help="seed of the exploration")
+    explore.add_argument("--out", required=True, help="report directory")
+    return parser
+
+
+def _run(args):
+    if args.command == "train":
+        from .train import train
+        options = {k: v for k, v in (("batch_size", args.batch_size),) if v is not None}
+        out = train(model=args.model, data=args.data, epochs=args.epochs, out=args.out, seed=args.seed,
+                    resume=args.resume, progress=not args.quiet, lr=args.lr, latent_dim=args.latent_dim,
+                    width=args.width, image_size=args.image_size, limit=args.limit, **options)
+        print(f"checkpoint: {out}")
+    elif args.command == "demo":
+        from .demo import run_demo
+        run_demo(args.out, args.model)
+    else:
+        from .demo import run_explore
+        run_explore(args.checkpoint, args.layer, args.keep, args.n, args.query_seed, args.seed, args.out)
     return 0
+
+
+def main(argv=None):
+    """Entry point of `egbas`; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    from .checkpoint import CheckpointError
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse already printed its one-line error (or --help)
+        return e.code
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("egbas: interrupted (checkpoints written so far are complete)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, ImportError, CheckpointError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
+        print(f"egbas: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
