@@ -27,9 +27,16 @@ def _fraction(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from . import __version__
-    parser = argparse.ArgumentParser(prog="egbas", description="Explore the generative regions of deep generative "
+    parser = _Parser(prog="egbas", description="Explore the generative regions of deep generative "
                                      "networks (E-GBAS, Jeon, Jeong, Choi, AAAI 2020).")
     parser.add_argument("--version", action="version", version=f"egbas-fast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
