@@ -1,0 +1,427 @@
+"""The exploration report: pictures, numbers, a self-contained HTML page, written atomically.
+
+Everything here is a pure function of arrays (no model, no region) except `boundary_profile`, so the page can be
+rendered and tested without a network. `Exploration.save` (explore.py) gathers the arrays and calls `write_report`.
+"""
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# The files `write_report` produces, in the order the page shows the pictures.
+PNG_FILES = ("query.png", "egbas.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
+REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
+
+
+# --------------------------------------------------------------------------------------------- output directory
+def check_writable(out_dir):
+    """Raise a clear error unless `out_dir` is (or can be created as) a writable directory. Creates nothing.
+
+    Called before any expensive work, so a bad `--out` fails in a second instead of after the exploration.
+    """
+    path = Path(out_dir).expanduser().absolute()
+    probe = path
+    while not probe.exists():  # the first existing ancestor decides whether we may create the rest
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise NotADirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"output directory {str(path)!r}: {str(probe)!r} is not writable")
+    return path
+
+
+def atomic_write(path, data):
+    """Write bytes to `path` through a temp file in the same directory + os.replace: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_report(out_dir, files):
+    """Write {file name: bytes} into `out_dir` (created if needed), each file atomically. Returns the dir Path.
+
+    All contents are rendered before this is called, so an error while rendering leaves the directory untouched.
+    """
+    path = check_writable(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write(path / name, data)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ images
+def to_images(outputs):
+    """Generator outputs -> (n, H, W, 3) float32 in [0, 1].
+
+    Accepts (n, C, H, W) with C in {1, 3}, or flat (n, D) with D = s*s or 3*s*s (MLP generators). Outputs inside
+    [-1, 1] are taken as tanh images ((x + 1) / 2); anything else is min-max scaled over the whole batch so that
+    images stay comparable with one another. Other shapes are drawn as one row of D grey pixels.
+    """
+    x = outputs.detach().cpu().numpy() if hasattr(outputs, "detach") else np.asarray(outputs)
+    x = x.astype(np.float32, copy=False)
+    n = x.shape[0]
+    if x.ndim == 2:
+        side1, side3 = int(round(np.sqrt(x.shape[1]))), int(round(np.sqrt(x.shape[1] / 3)))
+        if side1 * side1 == x.shape[1]:
+            x = x.reshape(n, 1, side1, side1)
+        elif 3 * side3 * side3 == x.shape[1]:
+            x = x.reshape(n, 3, side3, side3)
+        else:
+            x = x.reshape(n, 1, 1, -1)
+    elif x.ndim != 4 or x.shape[1] not in (1, 3):
+        x = x.reshape(n, 1, 1, -1)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if lo >= -1.0 - 1e-3 and hi <= 1.0 + 1e-3:
+        x = (x + 1.0) / 2.0
+    elif hi > lo:
+        x = (x - lo) / (hi - lo)
+    x = np.clip(x, 0.0, 1.0).transpose(0, 2, 3, 1)  # (n, H, W, C)
+    return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
+
+
+def grid_png(images, outside=None, cols=8, cell=64):
+    """(n, H, W, 3) images in [0, 1] -> PNG bytes of a grid; samples with outside[i] get a red frame.
+
+    Small images are enlarged (nearest neighbour) to about `cell` pixels so a digit is readable on the page.
+    """
+    from PIL import Image
+
+    n, h, w, _ = images.shape
+    zoom = max(1, cell // max(h, w))
+    pad = 3
+    rows = max(1, -(-n // cols))
+    ch, cw = h * zoom + 2 * pad, w * zoom + 2 * pad
+    canvas = np.full((rows * ch, cols * cw, 3), 255, np.uint8)
+    pixels = (images * 255.0 + 0.5).astype(np.uint8)
+    for i in range(n):  # at most a few dozen tiles: a loop over pictures, not over samples of the exploration
+        r, c = divmod(i, cols)
+        y, x = r * ch, c * cw
+        if outside is not None and outside[i]:
+            canvas[y:y + ch, x:x + cw] = (220, 30, 30)
+        tile = np.kron(pixels[i], np.ones((zoom, zoom, 1), np.uint8)) if zoom > 1 else pixels[i]
+        canvas[y + pad:y + pad + h * zoom, x + pad:x + pad + w * zoom] = tile
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _figure_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pca_2d(points):
+    """(m, d) -> (m, 2): projection on the two leading principal axes (rows centred on their mean)."""
+    centred = points - points.mean(axis=0, keepdims=True)
+    if len(points) < 2:
+        return np.zeros((len(points), 2), np.float32)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    proj = centred @ vt[:2].T
+    if proj.shape[1] < 2:
+        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+    return proj.astype(np.float32)
+
+
+def tree_png(latents, parents):
+    """The tree in the plane of its two principal axes: edges child-parent, nodes coloured by depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    xy = pca_2d(latents)
+    depth = tree_depth(parents)
+    child = np.flatnonzero(parents >= 0)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.add_collection(LineCollection(np.stack([xy[child], xy[parents[child]]], axis=1), colors="0.6",
+                                     linewidths=0.6))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=depth, s=6, cmap="viridis", zorder=2)
+    ax.scatter(xy[:1, 0], xy[:1, 1], marker="*", s=180, c="crimson", edgecolors="k", zorder=3, label="query")
+    fig.colorbar(sc, ax=ax, label="depth in the tree")
+    ax.set_xlabel("principal axis 1")
+    ax.set_ylabel("principal axis 2")
+    ax.set_title(f"E-GBAS tree: {len(latents)} nodes, all inside the region")
+    ax.legend(loc="best")
+    ax.autoscale()
+    return _figure_png(fig)
+
+
+def tree_depth(parents):
+    """(m,) parent indices (-1 root, parents before children) -> (m,) depth of each node."""
+    depth = np.zeros(len(parents), np.int64)
+    for i in range(1, len(parents)):  # parents[i] < i: one pass; cheap next to everything else in the report
+        depth[i] = depth[parents[i]] + 1 if parents[i] >= 0 else 0
+    return depth
+
+
+def boundary_profile(region, order, shares, directions, max_distance, n_steps=48, rays_per_forward=8):
+    """Distance from the query to the boundary along fixed rays, for growing shares of the layer's units.
+
+    region: any region of the layer (its model, layer, query and threshold are used); order: all unit indices,
+    most important first; shares: (S,) fractions of the layer; directions: (K, d) unit vectors. Returns (S, K).
+
+    One pass for every share: each ray is sampled at `n_steps` geometric distances up to `max_distance`, the
+    whole layer is evaluated there, and each unit's first sign flip is found; the exit of the region of the top-k
+    units is then the running minimum of those first flips over `order`. A distance is the geometric midpoint of
+    the last grid point inside and the first outside (about 10% resolution), `max_distance` if the ray stays in.
+    """
+    import torch
+
+    from .layers import layer_output
+
+    t = np.geomspace(max_distance * 1e-4, max_distance, n_steps)  # (T,)
+    ref_on = np.asarray(region.query_values) > region.threshold  # (units,)
+    ks = np.array([max(1, int(round(s * len(order)))) for s in shares]) - 1  # (S,) column of the running min
+    mid = np.concatenate([[t[0] / 2], np.sqrt(t[1:] * t[:-1]), [max_distance]])  # exit in grid cell j
+    out = np.empty((len(shares), len(directions)))
+    for start in range(0, len(directions), rays_per_forward):
+        u = directions[start:start + rays_per_forward]  # (k, d)
+        z = (region.query[None, None, :] + t[None, :, None] * u[:, None, :]).astype(np.float32)  # (k, T, d)
+        values = layer_output(region.model, region.layer,
+                              region._to_model(torch.from_numpy(z.reshape(-1, region.dim))))  # (k*T, units)
+        flips = ((values.float().cpu().numpy() > region.threshold) != ref_on).reshape(len(u), n_steps, -1)
+        first = np.where(flips.any(1), flips.argmax(1), n_steps)  # (k, units): first grid point outside
+        exit_ = np.minimum.accumulate(first[:, order], axis=1)[:, ks]  # (k, S)
+        out[:, start:start + len(u)] = mid[exit_].T
+    return out
+
+
+def profile_png(shares, distances, selected_share, max_distance):
+    """distances (S, K) from `boundary_profile` -> line plot of the median with the 10-90% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = np.asarray(shares) * 100.0
+    q10, q50, q90 = np.percentile(distances, [10, 50, 90], axis=1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.fill_between(shares, q10, q90, alpha=0.25, label="10-90% of rays")
+    ax.plot(shares, q50, "o-", label="median")
+    ax.axvline(selected_share * 100.0, color="crimson", ls="--", label=f"selected: {selected_share:.1%}")
+    ax.axhline(max_distance, color="0.5", ls=":", lw=1, label="ray cap")
+    ax.set_xscale("log")
+    ax.set_yscale("log")  # from the whole layer (tiny) to a few boundaries (up to the cap)
+    ax.set_xlabel("share of the layer's boundaries kept (%), most essential first")
+    ax.set_ylabel("distance from the query to the boundary")
+    ax.set_title("Fewer boundaries, larger region")
+    ax.legend(fontsize=8)
+    return _figure_png(fig)
+
+
+# -------------------------------------------------------------------------------------------------------- page
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.15em;margin:.2em 0 .4em}
+.sub{color:#555;margin-top:0}
+.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start;margin-top:18px}
+.card{border:1px solid #ddd;border-radius:8px;padding:10px 12px;background:#fafafa}
+.card img{display:block;max-width:100%}
+.wide{flex:1 1 0;min-width:300px} .wide img{width:100%;height:auto}
+table{border-collapse:collapse;font-size:.92em} td,th{border-bottom:1px solid #e3e3e3;padding:4px 10px;
+text-align:right} th:first-child,td:first-child{text-align:left}
+.note{color:#666;font-size:.85em;max-width:520px}
+.ok{color:#17803d;font-weight:600} .bad{color:#c0262d;font-weight:600}
+"""
+
+
+def render_html(summary, pngs):
+    """summary (dict, see explore.py) + {png name: bytes} -> one self-contained HTML page (str)."""
+    def img(name, alt, plot=False):  # plot: the card shares the row's width
+        data = base64.b64encode(pngs[name]).decode("ascii")
+        cls = "card wide" if plot else "card"
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">', cls
+
+    m = summary["methods"]
+    rows = []
+    for key, label in (("egbas", "E-GBAS (tree)"), ("eps_l2", "&epsilon;-ball L2"), ("eps_linf", "&epsilon;-ball L&infin;")):
+        r = m[key]
+        rate = r["in_region_rate"]
+        cls = "ok" if rate == 1.0 else "bad"
+        rows.append(f"<tr><td>{label}</td><td>{r['n']}</td><td>{_fmt(r.get('eps', '–'))}</td>"
+                    f"<td>{_fmt(r['mean_distance'])}</td><td class='{cls}'>{rate:.1%}</td>"
+                    f"<td>{_fmt(r['diversity'])}</td></tr>")
+    e = summary["exploration"]
+    stats = [("nodes", e["nodes"]), ("proposals", e["proposals"]), ("acceptance", f"{e['acceptance']:.1%}"),
+             ("of which bisection nodes", e["salvaged"]), ("seconds", e["seconds"]),
+             ("nodes / second", e["nodes_per_second"]), ("step", e["step"]), ("radius (box half-width)", e["radius"]),
+             ("seed", e["seed"])]
+    stat_rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in stats)
+    r = summary["region"]
+    sel = (f"{r['units_selected']} of {r['n_units']} units ({r['units_selected'] / r['n_units']:.1%})"
+           if r["n_units"] else "")
+    title = f"E-GBAS exploration — {html.escape(str(summary.get('model') or 'model'))}, layer {html.escape(str(r['layer']))}"
+
+    q, qc = img("query.png", "query output")
+    g, gc = img("egbas.png", "E-GBAS samples", plot=True)
+    l2, l2c = img("eps_l2.png", "epsilon L2 samples", plot=True)
+    li, lic = img("eps_linf.png", "epsilon Linf samples", plot=True)
+    t, tc = img("tree.png", "tree", plot=True)
+    p, pc = img("profile.png", "profile", plot=True)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
+<body>
+<h1>{title}</h1>
+<p class="sub">Generative region of the query: latents whose {sel} essential boundaries at layer
+<code>{html.escape(str(r['layer']))}</code> have the query's signs. Latent dimension {r['dim']}.</p>
+<div class="row">
+ <div class="{qc}"><h2>Query</h2>{q}</div>
+ <div class="card"><h2>Exploration</h2><table>{stat_rows}</table></div>
+ <div class="card"><h2>Methods</h2>
+ <table><tr><th>method</th><th>samples</th><th>&epsilon;</th><th>mean dist.</th><th>in region</th>
+ <th>diversity</th></tr>{''.join(rows)}</table>
+ <p class="note">In-region rates are measured by re-evaluating every sample's membership (E-GBAS included).
+ The &epsilon; radii are set so that the samples' mean distance from the query matches E-GBAS.
+ Diversity: mean pairwise L2 distance between generated outputs. Red frames: samples outside the region.</p></div>
+</div>
+<div class="row">
+ <div class="{gc}"><h2>E-GBAS samples (tree nodes)</h2>{g}</div>
+ <div class="{l2c}"><h2>&epsilon;-ball L2 (&epsilon; = {_fmt(m['eps_l2']['eps'])})</h2>{l2}</div>
+ <div class="{lic}"><h2>&epsilon;-ball L&infin; (&epsilon; = {_fmt(m['eps_linf']['eps'])})</h2>{li}</div>
+</div>
+<div class="row">
+ <div class="{tc}"><h2>Tree (2-D PCA of the latents)</h2>{t}</div>
+ <div class="{pc}"><h2>Boundary-distance profile</h2>{p}</div>
+</div>
+</body></html>
+"""
+
+
+def summary_json(summary):
+    return (json.dumps(summary, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def npz_bytes(**arrays):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ exploration -> files
+PROFILE_SHARES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+GRID = 64  # samples shown per method
+DIVERSITY_SAMPLES = 256  # samples per method used for the output diversity
+PROFILE_RAYS = 32
+
+
+def _diversity(outputs):
+    """Mean pairwise L2 distance between the (n, ...) outputs."""
+    import torch
+
+    flat = torch.as_tensor(np.asarray(outputs.detach().cpu() if hasattr(outputs, "detach") else outputs,
+                                      np.float64)).reshape(len(outputs), -1)
+    return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
+
+
+def _unit_order(region, selection):
+    """All unit indices of the layer, most essential first."""
+    if selection is not None:
+        return np.argsort(-np.asarray(selection.theta, np.float64), kind="stable")
+    rest = np.setdiff1d(np.arange(region.n_units), region.units)
+    return np.concatenate([np.asarray(region.units, np.int64), rest])
+
+
+def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
+    """Compute every picture and number of the report for Exploration `exp`, then write the files atomically."""
+    from .exploration import random_directions, ray_cap, sample_ball
+
+    out = check_writable(out_dir)
+    region = exp.region
+    z = exp.latents  # (m, d)
+    m, d = z.shape
+    query = z[0]
+    rng = np.random.default_rng(exp.seed)  # only picks which samples are shown; not part of the exploration
+
+    # --- E-GBAS: membership re-checked, not assumed
+    egbas_inside = np.asarray(region.contains(z), bool)
+    mean_dist = float(np.linalg.norm(z - query, axis=1).mean()) or float(exp.step)  # a lone root: use the step
+
+    # --- ε baselines at the same mean distance from the query: E|u| = eps*d/(d+1) in the L2 ball,
+    #     ~eps*sqrt(d/3)*(1 - 1/(10d)) in the L∞ cube
+    nb = n_baseline if n_baseline is not None else min(max(m, GRID), 2000)
+    l2 = sample_ball(region, nb, eps=mean_dist * (d + 1) / d, norm="l2", seed=exp.seed)
+    linf = sample_ball(region, nb, eps=mean_dist / (math.sqrt(d / 3.0) * (1.0 - 1.0 / (10.0 * d))), norm="linf",
+                       seed=exp.seed)
+    sets = {"egbas": (z, egbas_inside, None), "eps_l2": (l2.latents, l2.inside, l2.eps),
+            "eps_linf": (linf.latents, linf.inside, linf.eps)}
+
+    # --- pictures and diversity: outputs of DIVERSITY_SAMPLES random samples per method, the first GRID shown
+    pngs = {"query.png": grid_png(to_images(region.generate(z[:1])), cols=1, cell=160)}
+    methods = {}
+    for key, (latents, inside, eps) in sets.items():
+        picked = rng.permutation(len(latents))[:DIVERSITY_SAMPLES]
+        outputs = region.generate(latents[picked])
+        pngs[f"{key}.png"] = grid_png(to_images(outputs[:GRID]), outside=~inside[picked[:GRID]])
+        methods[key] = {"n": int(len(latents)), "in_region_rate": float(inside.mean()),
+                        "mean_distance": float(np.linalg.norm(latents - query, axis=1).mean()),
+                        "diversity": _diversity(outputs)}
+        if eps is not None:
+            methods[key]["eps"] = float(eps)
+    pngs["tree.png"] = tree_png(z, exp.parents)
+
+    # --- profile: ray distance to the boundary as more of the layer's boundaries are kept
+    n_units = int(region.n_units)
+    selected_share = len(region.units) / n_units
+    grid = [s for s in PROFILE_SHARES if s * n_units >= 1 and abs(math.log(s / selected_share)) > 0.2]
+    shares = np.array(sorted(grid + [selected_share]))
+    cap = ray_cap(region)
+    prof = boundary_profile(region, _unit_order(region, selection), shares,
+                            random_directions(PROFILE_RAYS, d, exp.seed + 1), cap)
+    pngs["profile.png"] = profile_png(shares, prof, selected_share, cap)
+
+    summary = {
+        "model": name,
+        "region": {"layer": getattr(region, "layer", None), "dim": int(d), "n_units": n_units,
+                   "units_selected": int(len(region.units))},
+        "exploration": {"nodes": int(m), "proposals": int(exp.proposals), "accepted": int(exp.accepted),
+                        "salvaged": int(exp.salvaged), "acceptance": float(exp.acceptance),
+                        "seconds": float(exp.seconds), "membership_seconds": float(exp.membership_seconds),
+                        "nodes_per_second": float(exp.nodes_per_second), "step": float(exp.step),
+                        "radius": float(exp.radius), "batch": int(exp.batch), "seed": int(exp.seed)},
+        "methods": methods,
+        "profile": {"shares": [float(s) for s in shares], "median_distance": np.median(prof, axis=1).tolist(),
+                    "ray_cap": float(cap)},
+    }
+    if selection is not None:
+        summary["selection"] = {"fidelity": float(getattr(selection, "fidelity", float("nan")))}
+    files = {name_: pngs[name_] for name_ in PNG_FILES}
+    files["latents.npz"] = npz_bytes(latents=z, parents=exp.parents, units=np.asarray(region.units, np.int64),
+                                     eps_l2_latents=l2.latents, eps_l2_inside=l2.inside,
+                                     eps_linf_latents=linf.latents, eps_linf_inside=linf.inside)
+    files["summary.json"] = summary_json(summary)
+    files["report.html"] = render_html(summary, pngs).encode("utf-8")
+    return write_report(out, files)
