@@ -11,6 +11,9 @@
 #include <string>
 
 #include "egbas/egbas.hpp"
+#ifdef EGBAS_HAVE_CUDA
+#include "cuda/egbas_cuda.hpp"
+#endif
 
 namespace py = pybind11;
 using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -224,6 +227,56 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("dim", [](const PyTree& t) { return t.tree.dim(); })
       .def_property_readonly("capacity", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.capacity(); })
       .def("__len__", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); });
+  // Optional CUDA kernels: same contract as nearest / pack_signs, host arrays in and out.
+  m.def("cuda_available", [] {
+#ifdef EGBAS_HAVE_CUDA
+    return egbas::cuda::available();
+#else
+    return false;
+#endif
+  });
+  m.def("nearest_cuda", [](const py::object& points_obj, const py::object& queries_obj) {
+#ifdef EGBAS_HAVE_CUDA
+    f32_array points = as_f32(points_obj, "points", 2, "(N, d)");
+    f32_array queries = as_f32(queries_obj, "queries", 2, "(B, d)");
+    const int64_t N = points.shape(0), d = points.shape(1), B = queries.shape(0);
+    if (N == 0 || d == 0) throw py::value_error("points must have at least one row and column, got " + shape_str(points));
+    check_dim(queries, "queries", d, "(B, d)");
+    for (const f32_array* a : {&points, &queries})
+      for (int64_t i = 0, n = a->size(); i < n; ++i)
+        if (!std::isfinite(a->data()[i])) throw py::value_error(std::string(a == &points ? "points" : "queries") + " must be finite");
+    py::array_t<int64_t> idx(B);
+    py::array_t<float> dist2(B);
+    {
+      py::gil_scoped_release nogil;
+      egbas::cuda::nearest(points.data(), N, d, queries.data(), B, idx.mutable_data(), dist2.mutable_data());
+    }
+    return std::make_pair(idx, dist2);
+#else
+    (void)points_obj, (void)queries_obj;
+    throw std::runtime_error("egbas_fast was built without CUDA (rebuild with -Ccmake.define.EGBAS_CUDA=ON)");
+    return std::make_pair(py::array_t<int64_t>(), py::array_t<float>());
+#endif
+  }, py::arg("points"), py::arg("queries"));
+  m.def("pack_signs_cuda", [](const py::object& values_obj, double threshold) {
+#ifdef EGBAS_HAVE_CUDA
+    f32_array values = as_f32(values_obj, "values", 2, "(B, n)");
+    if (std::isnan(threshold)) throw py::value_error("threshold must not be NaN");
+    const int64_t B = values.shape(0), n = values.shape(1);
+    u64_array out({B, egbas::words_for(n)});
+    bool ok;
+    {
+      py::gil_scoped_release nogil;
+      ok = egbas::cuda::pack_signs(values.data(), B, n, float(threshold), out.mutable_data());
+    }
+    if (!ok) throw py::value_error("values contains NaN");
+    return out;
+#else
+    (void)values_obj, (void)threshold;
+    throw std::runtime_error("egbas_fast was built without CUDA (rebuild with -Ccmake.define.EGBAS_CUDA=ON)");
+    return u64_array();
+#endif
+  }, py::arg("values"), py::arg("threshold") = 0.0);
   m.def("steer", &steer, py::arg("origins"), py::arg("targets"), py::arg("step"));
   m.def("random_uniform_box", [](const py::object& c, double half_width, int64_t n, uint64_t seed, uint64_t offset) {
     f32_array centre = rng_centre(c, half_width, "half_width", n);

@@ -38,13 +38,20 @@ Functions:
       popcount((bits ^ ref) & mask) per row.
   set_num_threads(k) / get_num_threads()   k >= 1 threads; k = 0 restores the default.
   simd_isa()                          the instruction set the kernels use ("avx512", "avx2", "scalar").
+  cuda_available(), nearest_cuda(points, queries), pack_signs_cuda(values, threshold=0.0)
+      Optional CUDA kernels with the same contract (host arrays in and out). Built only with
+      `pip install -e . -Ccmake.define.EGBAS_CUDA=ON` and a CUDA compiler; otherwise
+      cuda_available() is False and the *_cuda functions raise RuntimeError.
 """
 from ._core import (  # noqa: F401
     Tree,
+    cuda_available,
     get_num_threads,
     mismatch_count,
     nearest,
+    nearest_cuda,
     pack_signs,
+    pack_signs_cuda,
     random_normal,
     random_uniform_ball,
     random_uniform_box,
@@ -55,10 +62,13 @@ from ._core import (  # noqa: F401
 
 __all__ = [
     "Tree",
+    "cuda_available",
     "get_num_threads",
     "mismatch_count",
     "nearest",
+    "nearest_cuda",
     "pack_signs",
+    "pack_signs_cuda",
     "random_normal",
     "random_uniform_ball",
     "random_uniform_box",

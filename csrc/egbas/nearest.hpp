@@ -218,34 +218,36 @@ inline void nearest_centred(const float* Pc, int64_t ld, const float* pnorm, con
   // Work split: over points when there are many (each part has its own filter state and
   // candidates, merged below), otherwise over query blocks. The answer is exact, so the
   // split never changes it.
-  const int threads = int(std::min<double>(get_num_threads(), std::max(1.0, double(N) * d * B / 2e6)));
-  const int point_parts = (N >= 1024 * int64_t(threads) || blocks < threads) ? threads : 1;
+  const double work = double(N) * double(d) * double(blocks * QB);
+  constexpr double kWorkPerThread = 2e7;  // multiply-adds that pay for waking a thread
+  const int64_t threads = std::min<int64_t>(get_num_threads(), std::max<int64_t>(1, int64_t(work / kWorkPerThread)));
+  const int64_t point_parts =
+      threads > 1 && (N >= 4096 * threads || blocks < 2 * threads) ? std::min<int64_t>(N, 4 * threads) : 1;
   const int64_t rows = blocks * QB;
   std::vector<float> H(size_t(point_parts * rows), std::numeric_limits<float>::infinity());
   std::vector<std::vector<Candidate>> cands(size_t(point_parts * rows));
-  const int tasks = point_parts > 1 ? point_parts : int(std::min<int64_t>(threads, blocks));
-  parallel_for(tasks, [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      if (point_parts > 1) {
+  if (point_parts > 1) {
+    parallel_for(point_parts, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t)
         scan(args, N * t / point_parts, N * (t + 1) / point_parts, 0, blocks, H.data() + t * rows,
              cands.data() + t * rows);
-      } else {
-        const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
-        scan(args, 0, N, b0, b1, H.data() + b0 * QB, cands.data() + b0 * QB);
-      }
-    }
-  });
+    });
+  } else {
+    parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+      scan(args, 0, N, b0, b1, H.data() + b0 * QB, cands.data() + b0 * QB);
+    }, work, kWorkPerThread);
+  }
 
   // Exact re-check of every candidate that survives the final threshold.
   parallel_for(B, [&](int64_t lo, int64_t hi) {
     std::vector<double> buf(static_cast<size_t>(d));
     for (int64_t b = lo; b < hi; ++b) {
       float best_hi = std::numeric_limits<float>::infinity();
-      for (int t = 0; t < point_parts; ++t) best_hi = std::min(best_hi, H[t * rows + b]);
+      for (int64_t t = 0; t < point_parts; ++t) best_hi = std::min(best_hi, H[t * rows + b]);
       const float thr = best_hi + thr_off[b];
       double best = std::numeric_limits<double>::infinity();
       int64_t best_idx = -1;
-      for (int t = 0; t < point_parts; ++t)
+      for (int64_t t = 0; t < point_parts; ++t)
         for (const Candidate& c : cands[t * rows + b]) {
           if (!(c.lo <= thr)) continue;
           const double dist = numpy_sq_dist(P + c.idx * ldp, Q + b * d, d, buf.data());
@@ -286,8 +288,8 @@ inline void nearest(const float* points, int64_t N, int64_t d, const float* quer
                     float* dist2) {
   if (d <= 0) throw std::invalid_argument("points must have at least one column");
   if (N <= 0) throw std::invalid_argument("points must have at least one row");
-  // Pass 1: norms about the origin (and the finiteness check) plus the mean, per chunk.
-  const int parts = std::max(1, std::min<int>(get_num_threads(), int(N / 256)));
+  // Pass 1: norms about the origin (and the finiteness check) plus per-part column sums.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(64, N / 1024));
   std::vector<float> norms(N);
   std::vector<double> sums(size_t(parts * d), 0.0);
   parallel_for(parts, [&](int64_t lo, int64_t hi) {
@@ -297,14 +299,14 @@ inline void nearest(const float* points, int64_t N, int64_t d, const float* quer
       for (int64_t i = r0; i < r1; ++i)
         for (int64_t k = 0; k < d; ++k) sums[t * d + k] += points[i * d + k];
     }
-  });
+  }, double(N) * d, 1e6);
   std::vector<float> centre(d);
   double mean_norm = 0, centre_norm = 0;
   for (int64_t i = 0; i < N; ++i) mean_norm += norms[i];
   mean_norm /= double(N);
   for (int64_t k = 0; k < d; ++k) {
     double s = 0;
-    for (int t = 0; t < parts; ++t) s += sums[t * d + k];
+    for (int64_t t = 0; t < parts; ++t) s += sums[t * d + k];
     centre[k] = float(s / double(N));
     centre_norm += double(centre[k]) * centre[k];
   }

@@ -1,0 +1,144 @@
+"""Core benchmarks, side by side in one run.
+
+    pytest bench/bench_core.py --benchmark-enable      # pytest-benchmark tables, grouped per case
+    python bench/bench_core.py [--quick]               # one table with the ratios
+
+nearest (exact) vs numpy (BLAS-expanded distances + argmin) vs faiss.IndexFlatL2 (search only)
+vs the bare product Q @ P.T (the limit: a fused nearest needs those inner products), at 256
+queries x {1k, 20k, 100k} points x d in {64, 128, 512}; pack_signs + mismatch_count vs numpy
+(packbits, xor, bitwise_count) vs a plain read of the values (values.sum()) on 256 x 65,536.
+All use 2 threads (core.set_num_threads, faiss.omp_set_num_threads; numpy's BLAS uses its default).
+"""
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from egbas_fast import core
+
+try:
+    import faiss
+except ImportError:  # the `bench` extra installs it
+    faiss = None
+
+THREADS = 2
+QUERIES = 256
+NEAREST_CASES = [(n, d) for n in (1_000, 20_000, 100_000) for d in (64, 128, 512)]
+PACK_SHAPE = (256, 65_536)
+
+
+def nearest_methods(points, queries):
+    """name -> zero-argument callable, all on the same data."""
+
+    def numpy_nearest():
+        pn = np.einsum("ij,ij->i", points, points)
+        return np.argmin(pn[None, :] - 2.0 * (queries @ points.T), axis=1)
+
+    methods = {
+        "core": lambda: core.nearest(points, queries),
+        "numpy": numpy_nearest,
+        "gemm": lambda: queries @ points.T,
+    }
+    if faiss is not None:
+        index = faiss.IndexFlatL2(points.shape[1])
+        index.add(points)
+        methods["faiss"] = lambda: index.search(queries, 1)
+    return methods
+
+
+def pack_methods(values):
+    thr = np.float32(0.0)
+    ref_bits = core.pack_signs(values[:1], thr)[0]
+    mask = np.full_like(ref_bits, np.uint64(2**64 - 1))
+    ref_bytes = np.packbits(values[0] > thr, bitorder="little")
+    return {
+        "core": lambda: core.mismatch_count(core.pack_signs(values, thr), ref_bits, mask),
+        "numpy": lambda: np.bitwise_count(np.packbits(values > thr, axis=1, bitorder="little") ^ ref_bytes).sum(1),
+        "read": lambda: values.sum(),
+    }
+
+
+def make_nearest_data(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((QUERIES, d), dtype=np.float32)
+
+
+def make_pack_data(seed=0):
+    return np.random.default_rng(seed).standard_normal(PACK_SHAPE, dtype=np.float32)
+
+
+def set_threads():
+    core.set_num_threads(THREADS)
+    if faiss is not None:
+        faiss.omp_set_num_threads(THREADS)
+
+
+# ------------------------------------------------------------------ pytest-benchmark
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    set_threads()
+    yield
+    core.set_num_threads(0)
+
+
+@pytest.mark.parametrize("method", ["core", "numpy", "faiss", "gemm"])
+@pytest.mark.parametrize("n,d", NEAREST_CASES)
+def test_nearest(benchmark, n, d, method):
+    if method == "faiss" and faiss is None:
+        pytest.skip("faiss-cpu is not installed (pip install -e '.[bench]')")
+    points, queries = make_nearest_data(n, d)
+    benchmark.group = f"nearest 256 x {n} x d={d}"
+    benchmark(nearest_methods(points, queries)[method])
+
+
+@pytest.mark.parametrize("method", ["core", "numpy", "read"])
+def test_pack_and_compare(benchmark, method):
+    values = make_pack_data()
+    benchmark.group = "pack_signs + mismatch_count 256 x 65536"
+    benchmark(pack_methods(values)[method])
+
+
+# ------------------------------------------------------------------ script mode
+
+def best_times(methods, repeats, budget_s=3.0):
+    """Interleaved runs; the best time of each method in ms (noise only adds time)."""
+    for fn in methods.values():
+        fn()  # warm up
+    best = {name: float("inf") for name in methods}
+    start = time.perf_counter()
+    for r in range(repeats):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return {name: t * 1e3 for name, t in best.items()}
+
+
+def main(argv):
+    quick = "--quick" in argv
+    set_threads()
+    print(f"egbas core benchmark: {THREADS} threads, isa={core.simd_isa()}, faiss={'yes' if faiss else 'no'}")
+    print(f"{'case':<26}{'core ms':>9}{'numpy ms':>10}{'faiss ms':>10}{'Q@P.T ms':>10}"
+          f"{'x numpy':>9}{'x faiss':>9}{'of gemm':>9}")
+    cases = [(20_000, 128)] if quick else NEAREST_CASES
+    for n, d in cases:
+        points, queries = make_nearest_data(n, d)
+        t = best_times(nearest_methods(points, queries), repeats=20)
+        fa = t.get("faiss", float("nan"))
+        print(f"{f'nearest 256x{n}x{d}':<26}{t['core']:9.2f}{t['numpy']:10.2f}{fa:10.2f}{t['gemm']:10.2f}"
+              f"{t['numpy'] / t['core']:9.2f}{fa / t['core']:9.2f}{t['gemm'] / t['core']:9.2f}")
+    values = make_pack_data()
+    t = best_times(pack_methods(values), repeats=30)
+    print(f"\n{'case':<26}{'core ms':>9}{'numpy ms':>10}{'sum ms':>10}{'x numpy':>9}{'read/core':>10}")
+    print(f"{'pack+compare 256x65536':<26}{t['core']:9.2f}{t['numpy']:10.2f}{t['read']:10.2f}"
+          f"{t['numpy'] / t['core']:9.2f}{t['read'] / t['core']:10.2f}")
+    print("x numpy / x faiss: speed-up of core; of gemm: core throughput as a share of Q @ P.T alone;"
+          " read/core: plain read time over pack+compare time (>= 0.67 means within 1.5x of a read).")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
