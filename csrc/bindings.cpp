@@ -27,13 +27,16 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// kinds: numpy dtype kinds accepted ("fiub": real numbers and bools, "iu": integers).
+// An empty array of any numeric dtype is accepted (np.asarray([]) is float64).
 py::array as_numeric(const py::object& obj, const char* name, const char* kinds) {
   py::array a = py::array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + " must be a numpy array (or array-like)");
   const char kind = a.dtype().kind();
-  if (std::string(kinds).find(kind) == std::string::npos)
-    throw py::type_error(std::string(name) + " must have a real numeric dtype, got " +
-                         std::string(py::str(a.dtype())));
+  const bool integers_only = std::string(kinds) == "iu";
+  if (std::string(kinds).find(kind) == std::string::npos && !(a.size() == 0 && std::string("fiub").find(kind) != std::string::npos))
+    throw py::type_error(std::string(name) + (integers_only ? " must have an integer dtype" : " must have a real numeric dtype") +
+                         ", got " + std::string(py::str(a.dtype())));
   return a;
 }
 

@@ -235,8 +235,9 @@ def test_tree_errors_leave_tree_unchanged():
     ]:
         with pytest.raises(ValueError, match=match):
             tree.add(pts, parents)
-    with pytest.raises(TypeError, match="parents"):
+    with pytest.raises(TypeError, match="parents must have an integer dtype"):
         tree.add(np.zeros((1, 3)), [0.5])
+    assert tree.add(np.zeros((0, 3)), []).shape == (0,)  # empty list: float64 but empty, fine
     assert tree.size == 2
     np.testing.assert_array_equal(tree.parents, [-1, 0])
     with pytest.raises(ValueError, match=r"queries must have shape \(B, dim\)"):
@@ -245,3 +246,27 @@ def test_tree_errors_leave_tree_unchanged():
         core.Tree(0)
     with pytest.raises(ValueError, match="capacity must be positive"):
         core.Tree(3, capacity=0)
+
+
+def test_concurrent_calls_and_errors_in_worker_threads():
+    """Python threads share the core (GIL released): same answers as serial calls; an error
+    raised inside a parallel chunk reaches Python as ValueError and the pool keeps working."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    points = rng.standard_normal((20000, 32)).astype(np.float32)
+    batches = [rng.standard_normal((100, 32)).astype(np.float32) for _ in range(6)]
+    serial = [core.nearest(points, q)[0] for q in batches]
+    tree = core.Tree(32)
+    tree.add(points, np.full(len(points), -1))
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda q: core.nearest(points, q)[0], batches))
+        got_tree = list(pool.map(lambda q: tree.nearest(q)[0], batches))
+    for s, g, t in zip(serial, got, got_tree):
+        np.testing.assert_array_equal(g, s)
+        np.testing.assert_array_equal(t, s)
+    bad = points.copy()
+    bad[-7, 3] = np.nan  # found by a worker thread in pass 1
+    with pytest.raises(ValueError, match=rf"points must be finite \(row {len(points) - 7}\)"):
+        core.nearest(bad, batches[0])
+    np.testing.assert_array_equal(core.nearest(points, batches[0])[0], serial[0])
