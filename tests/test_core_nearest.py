@@ -270,3 +270,27 @@ def test_concurrent_calls_and_errors_in_worker_threads():
     with pytest.raises(ValueError, match=rf"points must be finite \(row {len(points) - 7}\)"):
         core.nearest(bad, batches[0])
     np.testing.assert_array_equal(core.nearest(points, batches[0])[0], serial[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(1, 64), sizes=st.lists(st.integers(0, 300), min_size=1, max_size=6),
+       capacity=st.integers(1, 50), spread=st.sampled_from([1e-4, 1e-2, 1.0]), seed=st.integers(0, 2**32 - 1))
+def test_tree_property(d, sizes, capacity, spread, seed):
+    """Random add sequences: indices, parents, points and exact nearest always match numpy."""
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal(d) * 20
+    tree = core.Tree(d, capacity)
+    all_points, all_parents = np.zeros((0, d), np.float32), np.zeros(0, np.int64)
+    for k in sizes:
+        pts = (centre + spread * rng.standard_normal((k, d))).astype(np.float32)
+        parents = np.array([rng.integers(-1, len(all_points) + i) for i in range(k)], np.int64)
+        np.testing.assert_array_equal(tree.add(pts, parents), np.arange(len(all_points), len(all_points) + k))
+        all_points, all_parents = np.concatenate([all_points, pts]), np.concatenate([all_parents, parents])
+        np.testing.assert_array_equal(tree.points, all_points)
+        np.testing.assert_array_equal(tree.parents, all_parents)
+        if len(all_points):
+            queries = (centre + spread * rng.standard_normal((rng.integers(1, 40), d))).astype(np.float32)
+            idx, dist = tree.nearest(queries)
+            want_idx, want_dist = oracle(all_points, queries)
+            np.testing.assert_array_equal(idx, want_idx)
+            np.testing.assert_array_equal(dist, want_dist)
