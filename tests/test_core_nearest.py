@@ -160,6 +160,16 @@ def test_conversions():
     assert core.nearest(points, queries[:0])[0].shape == (0,)
 
 
+def test_many_queries_in_slabs():
+    rng = np.random.default_rng(10)
+    points = rng.standard_normal((50, 3)).astype(np.float32)
+    queries = rng.standard_normal((8192 * 2 + 5, 3)).astype(np.float32)
+    assert_exact(points, queries)
+    queries[9000, 1] = np.inf
+    with pytest.raises(ValueError, match=r"queries must be finite \(row 9000\)"):
+        core.nearest(points, queries)
+
+
 def test_nearest_errors():
     P = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"points must have shape \(N, d\)"):

@@ -175,12 +175,10 @@ inline void select_kernel(ScanFn* fn, int* qb) {
   *fn = &scalar_nn::scan, *qb = scalar_nn::QB;
 }
 
-// The search over centred points Pc (N rows, stride ld, squared norms pnorm) for queries Q
-// (B, d, original coordinates); re-checks against the original points P (stride ldp).
-// centre: (d,) or nullptr for the origin.
-inline void nearest_centred(const float* Pc, int64_t ld, const float* pnorm, const float* P, int64_t ldp,
-                            int64_t N, int64_t d, const float* centre, const float* Q, int64_t B,
-                            int64_t* out_idx, float* out_dist2) {
+// One slab of queries (see nearest_centred); row_base numbers rows in error messages.
+inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const float* P, int64_t ldp, int64_t N,
+                         int64_t d, const float* centre, const float* Q, int64_t B, int64_t* out_idx,
+                         float* out_dist2, int64_t row_base) {
   if (B == 0) return;
   ScanFn scan;
   int QB;
@@ -201,9 +199,10 @@ inline void nearest_centred(const float* Pc, int64_t ld, const float* pnorm, con
         dst[k * QB] = x;
         n2 += double(x) * x;
       }
-      if (!std::isfinite(n2)) throw std::invalid_argument("queries must be finite (row " + std::to_string(b) + ")");
+      if (!std::isfinite(n2))
+        throw std::invalid_argument("queries must be finite (row " + std::to_string(row_base + b) + ")");
       if (n2 > kMaxSquaredNorm)
-        throw std::invalid_argument("queries are too far from the points (row " + std::to_string(b) + ")");
+        throw std::invalid_argument("queries are too far from the points (row " + std::to_string(row_base + b) + ")");
       thr_off[b] = float(2 * G * n2 + slack);
     }
   }, double(B) * d, 1e5);
@@ -258,6 +257,19 @@ inline void nearest_centred(const float* Pc, int64_t ld, const float* pnorm, con
       out_dist2[b] = float(best);
     }
   }, double(B) * d * 4, 1e5);
+}
+
+// The search over centred points Pc (N rows, stride ld, squared norms pnorm) for queries Q
+// (B, d, original coordinates); re-checks against the original points P (stride ldp).
+// centre: (d,) or nullptr for the origin. Queries go in slabs, which bounds the packed
+// copy and the filter state whatever B is.
+inline void nearest_centred(const float* Pc, int64_t ld, const float* pnorm, const float* P, int64_t ldp,
+                            int64_t N, int64_t d, const float* centre, const float* Q, int64_t B,
+                            int64_t* out_idx, float* out_dist2) {
+  constexpr int64_t kSlab = 8192;
+  for (int64_t b0 = 0; b0 < B; b0 += kSlab)
+    nearest_slab(Pc, ld, pnorm, P, ldp, N, d, centre, Q + b0 * d, std::min(kSlab, B - b0), out_idx + b0,
+                 out_dist2 + b0, b0);
 }
 
 // Squared norms (as float) of rows [lo, hi) of X after subtracting centre (nullptr: none),
