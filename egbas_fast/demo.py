@@ -1,0 +1,116 @@
+"""`egbas demo` and `egbas explore`: the whole pipeline, query -> essential boundaries -> tree -> report.
+
+Both raise ValueError / FileNotFoundError with a message that says what to fix; the CLI prints it as one line.
+Every argument is checked (and the output directory probed) before any training, selection or exploration.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import report
+
+DEMO_KEEP = 0.05  # share of the layer's units kept as essential boundaries
+DEMO_NODES = 500
+# The small MNIST DCGAN the demo trains once and caches: narrow and small-batch so that it learns digits in
+# a couple of CPU minutes.
+MNIST_TRAINING = {"model": "dcgan", "data": "mnist5k", "epochs": 4, "width": 32, "batch_size": 32, "seed": 0}
+
+
+def cache_dir():
+    """Where trained demo models are kept: $EGBAS_CACHE, else ~/.cache/egbas-fast."""
+    return Path(os.environ.get("EGBAS_CACHE") or Path.home() / ".cache" / "egbas-fast").expanduser()
+
+
+def mnist_dcgan(progress=True):
+    """The demo's MNIST DCGAN generator: trained on first use (resumed if a run was interrupted), then cached."""
+    from . import checkpoint
+    from .train import train
+
+    t = MNIST_TRAINING
+    out = cache_dir() / f"{t['model']}-{t['data']}-w{t['width']}-b{t['batch_size']}-e{t['epochs']}-s{t['seed']}"
+    if not (out / "model.safetensors").exists():
+        print(f"egbas demo: training a small DCGAN on {t['data']} once (cached in {out})")
+    train(model=t["model"], data=t["data"], epochs=t["epochs"], out=out, seed=t["seed"], resume=True,
+          progress=progress, width=t["width"], batch_size=t["batch_size"])  # returns at once when complete
+    return checkpoint.load(out)
+
+
+def relu_layers(model):
+    """Dotted names of the model's ReLU-like activations, in forward order (registration order)."""
+    import torch.nn as nn
+
+    kinds = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
+    return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def middle_layer(model):
+    layers = relu_layers(model)
+    if not layers:
+        raise ValueError("the model has no ReLU-like layer to explore: pass a layer name explicitly")
+    return layers[len(layers) // 2]
+
+
+def query_latent(model, query_seed):
+    """Latent number `query_seed` of the prior N(0, I), in the model's input shape."""
+    from . import core
+
+    shape = tuple(getattr(model, "egbas_config", {}).get("input_shape") or ())
+    if not shape:
+        raise ValueError("the model does not say its latent shape (egbas_config['input_shape'] is missing)")
+    d = int(np.prod(shape))
+    return core.random_normal(1, d, int(query_seed))[0].reshape(shape)
+
+
+def explore_model(model, layer, out, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, seed=0, name=None,
+                  progress=True):
+    """query -> select_boundaries(keep) -> explore(n) -> report in `out`. Returns the report directory."""
+    from .exploration import explore
+    from .selection import select_boundaries
+
+    query = query_latent(model, query_seed)
+    selection = select_boundaries(model, layer, query, keep=keep, seed=seed)
+    result = explore(selection.region(), n=n, seed=seed, progress=progress)
+    print(f"explored {layer}: {len(selection.units)} essential boundaries, {result.accepted} nodes in "
+          f"{result.seconds:.1f} s ({result.acceptance:.0%} of proposals accepted); writing the report")
+    return result.save(out, selection=selection, name=name)
+
+
+def run_demo(out="egbas-demo", model="mnist"):
+    """`egbas demo`: explore the embedded default generator at a middle ReLU layer and write the report."""
+    if model not in ("mnist", "faces"):
+        raise ValueError(f"unknown demo model {model!r}: choose 'mnist' or 'faces'")
+    out = report.check_writable(out)  # before training: a bad --out fails at once
+    if model == "faces":
+        from . import zoo
+
+        generator, name = zoo.face_dcgan(), "face DCGAN (gan-face-generate weights, DigiFace-1M)"
+    else:
+        generator, name = mnist_dcgan(), "DCGAN trained on mnist5k"
+    path = explore_model(generator, middle_layer(generator), out, name=name)
+    print(f"report: {path / 'report.html'}")
+    return path
+
+
+def run_explore(checkpoint, layer, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, seed=0, out=None):
+    """`egbas explore`: explore `layer` of a trained checkpoint (directory from `egbas train`)."""
+    from . import checkpoint as ckpt
+    from .layers import get_layer
+
+    if out is None:
+        raise ValueError("an output directory is required (--out DIR)")
+    if not (isinstance(keep, (int, float)) and 0 < keep <= 1):
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
+    for label, value, low in (("n", n, 1), ("query_seed", query_seed, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r} (train one with `egbas train`)")
+    out = report.check_writable(out)
+    model = ckpt.load(path)
+    get_layer(model, layer)  # unknown layer -> ValueError listing the model's layers
+    result = explore_model(model, layer, out, keep=keep, n=n, query_seed=query_seed, seed=seed,
+                           name=f"{model.egbas_config.get('model', 'model')} from {path}")
+    print(f"report: {result / 'report.html'}")
+    return result
