@@ -42,23 +42,43 @@ inline int32_t mismatch_row_scalar(const uint64_t* bits, const uint64_t* ref, co
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,popcnt")
 #endif
-// Packing is bound by memory bandwidth; this 256-bit movemask version also beat a 512-bit
-// compare-into-mask one on AVX-512 hardware (Zen 4: 2.1 vs 2.5 ms on 256 x 65,536), so it
-// serves every x86 CPU with AVX2.
 namespace egbas::detail::avx2 {
-inline uint64_t pack_word(const float* v, int64_t count, float threshold, bool* nan) {
-  if (count < 64) return pack_word_scalar(v, count, threshold, nan);
-  const __m256 t = _mm256_set1_ps(threshold);
-  uint64_t word = 0;
-  int nan_bits = 0;
-  for (int j = 0; j < 8; ++j) {
-    __m256 x = _mm256_loadu_ps(v + 8 * j);
-    word |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ))) << (8 * j);
-    nan_bits |= _mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-  }
-  *nan |= nan_bits != 0;
-  return word;
+// 32 sign bits from 32 floats: four compares narrowed to bytes (packs), lanes put back in
+// order, one movemask. ~2x fewer instructions than a movemask per 8 floats, which brings
+// packing close to the memory bandwidth. (A 512-bit compare-into-mask version was slower
+// on the AVX-512 AMD EPYC we measured on, so this one serves every x86 CPU with AVX2.)
+inline uint32_t signs32(__m256 x0, __m256 x1, __m256 x2, __m256 x3, __m256 t) {
+  const __m256i c01 = _mm256_packs_epi32(_mm256_castps_si256(_mm256_cmp_ps(x0, t, _CMP_GT_OQ)),
+                                         _mm256_castps_si256(_mm256_cmp_ps(x1, t, _CMP_GT_OQ)));
+  const __m256i c23 = _mm256_packs_epi32(_mm256_castps_si256(_mm256_cmp_ps(x2, t, _CMP_GT_OQ)),
+                                         _mm256_castps_si256(_mm256_cmp_ps(x3, t, _CMP_GT_OQ)));
+  const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(c01, c23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  return uint32_t(_mm256_movemask_epi8(bytes));
 }
+
+// Words [f0, f1) of the flat (B, W) output. NaN: cmp(a, b, UNORD) is true where a or b is
+// NaN, accumulated in a register and tested once.
+inline bool pack_words(const float* values, int64_t n, int64_t W, int64_t f0, int64_t f1, float threshold,
+                       uint64_t* out) {
+  const __m256 t = _mm256_set1_ps(threshold);
+  __m256 nan = _mm256_setzero_ps();
+  bool tail_nan = false;
+  const float* row = values + (f0 / W) * n;
+  for (int64_t f = f0, w = f0 % W; f < f1; ++f, ++w) {
+    if (w == W) w = 0, row += n;
+    const float* v = row + 64 * w;
+    if (n - 64 * w < 64) {
+      out[f] = pack_word_scalar(v, n - 64 * w, threshold, &tail_nan);
+      continue;
+    }
+    __m256 x[8];
+    for (int j = 0; j < 8; ++j) x[j] = _mm256_loadu_ps(v + 8 * j);
+    out[f] = uint64_t(signs32(x[0], x[1], x[2], x[3], t)) | uint64_t(signs32(x[4], x[5], x[6], x[7], t)) << 32;
+    for (int j = 0; j < 8; j += 2) nan = _mm256_or_ps(nan, _mm256_cmp_ps(x[j], x[j + 1], _CMP_UNORD_Q));
+  }
+  return tail_nan || _mm256_movemask_ps(nan) != 0;
+}
+
 inline int32_t mismatch_row(const uint64_t* bits, const uint64_t* ref, const uint64_t* mask, int64_t w) {
   int64_t count = 0;
   for (int64_t i = 0; i < w; ++i) count += _mm_popcnt_u64((bits[i] ^ ref[i]) & mask[i]);
@@ -82,16 +102,15 @@ inline bool pack_signs(const float* values, int64_t B, int64_t n, float threshol
   const Isa isa = active_isa();
   parallel_for(B * W, [&](int64_t lo, int64_t hi) {
     bool nan = false;
-    for (int64_t f = lo; f < hi; ++f) {  // flat word index f = b * W + w
-      const float* v = values + (f / W) * n + 64 * (f % W);
-      const int64_t count = std::min<int64_t>(64, n - 64 * (f % W));
 #if EGBAS_X86
-      if (isa != Isa::scalar)
-        out[f] = detail::avx2::pack_word(v, count, threshold, &nan);
-      else
+    if (isa != Isa::scalar) {
+      nan = detail::avx2::pack_words(values, n, W, lo, hi, threshold, out);
+    } else
 #endif
-        out[f] = detail::pack_word_scalar(v, count, threshold, &nan);
-    }
+      for (int64_t f = lo; f < hi; ++f) {  // flat word index f = b * W + w
+        const int64_t count = std::min<int64_t>(64, n - 64 * (f % W));
+        out[f] = detail::pack_word_scalar(values + (f / W) * n + 64 * (f % W), count, threshold, &nan);
+      }
     if (nan) saw_nan = true;
   }, static_cast<double>(B) * n, 1 << 18);
   return !saw_nan;
