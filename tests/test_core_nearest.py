@@ -126,6 +126,14 @@ def test_nearest_property(N, d, B, scale, offset, seed):
     assert_exact(points, np.concatenate([queries, points[: min(N, 3)]]))
 
 
+@pytest.mark.parametrize("scale", [1e-20, 1e-42, 1e12])
+def test_extreme_magnitudes(scale):
+    """Subnormal squares (the float32 filter sees zeros) and large values stay exact."""
+    rng = np.random.default_rng(11)
+    points = (rng.standard_normal((2000, 7)) * scale).astype(np.float32)
+    assert_exact(points, (rng.standard_normal((30, 7)) * scale).astype(np.float32))
+
+
 def test_integer_grid_ties():
     """Integer points: many exactly equal distances."""
     rng = np.random.default_rng(5)

@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "parallel.hpp"
 
@@ -30,9 +31,23 @@ struct Philox4x32 {
   // 53-bit uniforms from two words: in [0, 1) and (0, 1].
   double uniform01(int i) const { return double((uint64_t(v[i]) << 21) ^ (v[i + 1] >> 11)) * 0x1p-53; }
   double uniform_open0(int i) const { return (double((uint64_t(v[i]) << 21) ^ (v[i + 1] >> 11)) + 1.0) * 0x1p-53; }
-  // One standard normal by Box-Muller from all four words.
-  double normal() const { return std::sqrt(-2.0 * std::log(uniform_open0(0))) * std::cos(6.283185307179586 * uniform01(2)); }
+  // Two independent standard normals by Box-Muller from all four words.
+  void normal_pair(double* z0, double* z1) const {
+    const double r = std::sqrt(-2.0 * std::log(uniform_open0(0))), angle = 6.283185307179586 * uniform01(2);
+    *z0 = r * std::cos(angle);
+    *z1 = r * std::sin(angle);
+  }
 };
+
+// d standard normals of one draw; coordinates 2k and 2k+1 share a Philox block.
+inline void normal_row(uint64_t seed, uint64_t draw, uint32_t tag, int64_t d, double* out) {
+  for (int64_t j = 0; j < d; j += 2) {
+    double z0, z1;
+    Philox4x32(seed, draw, uint32_t(j / 2), tag).normal_pair(&z0, &z1);
+    out[j] = z0;
+    if (j + 1 < d) out[j + 1] = z1;
+  }
+}
 }  // namespace detail
 
 // out: (n, d); row i is uniform in the box centre +- half_width (draw offset + i).
@@ -50,10 +65,12 @@ inline void random_uniform_box(const float* centre, int64_t d, double half_width
 // out: (n, d) independent standard normals (draw offset + i is row i).
 inline void random_normal(int64_t n, int64_t d, uint64_t seed, uint64_t offset, float* out) {
   parallel_for(n, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i)
-      for (int64_t j = 0; j < d; ++j)
-        out[i * d + j] = float(detail::Philox4x32(seed, offset + uint64_t(i), uint32_t(j), detail::kTagNormal).normal());
-  }, double(n) * d * 40, 1e5);
+    std::vector<double> z(static_cast<size_t>(d));
+    for (int64_t i = lo; i < hi; ++i) {
+      detail::normal_row(seed, offset + uint64_t(i), detail::kTagNormal, d, z.data());
+      for (int64_t j = 0; j < d; ++j) out[i * d + j] = float(z[j]);
+    }
+  }, double(n) * d * 20, 1e5);
 }
 
 // out: (n, d); row i is uniform in the L2 ball of `radius` around centre: a Gaussian
@@ -61,14 +78,12 @@ inline void random_normal(int64_t n, int64_t d, uint64_t seed, uint64_t offset, 
 inline void random_uniform_ball(const float* centre, int64_t d, double radius, int64_t n, uint64_t seed,
                                 uint64_t offset, float* out) {
   parallel_for(n, [&](int64_t lo, int64_t hi) {
-    std::vector<double> g(d);
+    std::vector<double> g(static_cast<size_t>(d));
     for (int64_t i = lo; i < hi; ++i) {
       const uint64_t draw = offset + uint64_t(i);
+      detail::normal_row(seed, draw, detail::kTagBallDirection, d, g.data());
       double norm2 = 0;
-      for (int64_t j = 0; j < d; ++j) {
-        g[j] = detail::Philox4x32(seed, draw, uint32_t(j), detail::kTagBallDirection).normal();
-        norm2 += g[j] * g[j];
-      }
+      for (int64_t j = 0; j < d; ++j) norm2 += g[j] * g[j];
       if (norm2 == 0) g[0] = norm2 = 1;  // probability ~0; any direction is fine
       const double u = detail::Philox4x32(seed, draw, 0, detail::kTagBallRadius).uniform01(0);
       const double scale = radius * std::pow(u, 1.0 / double(d)) / std::sqrt(norm2);
