@@ -1,16 +1,24 @@
 """Core benchmarks, side by side in one run.
 
     pytest bench/bench_core.py --benchmark-enable      # pytest-benchmark tables, grouped per case
-    python bench/bench_core.py [--quick]               # one table with the ratios
+    python bench/bench_core.py [--quick] [--threads N] # one table with the ratios
 
 nearest (exact) vs numpy (BLAS-expanded distances + argmin) vs faiss.IndexFlatL2 (search only)
 vs the bare product Q @ P.T (the limit: a fused nearest needs those inner products), at 256
 queries x {1k, 20k, 100k} points x d in {64, 128, 512}; pack_signs + mismatch_count vs numpy
 (packbits, xor, bitwise_count) vs a plain read of the values (values.sum()) on 256 x 65,536.
-All use 2 threads (core.set_num_threads, faiss.omp_set_num_threads; numpy's BLAS uses its default).
+Every library uses the same number of threads: 2 by default, or EGBAS_BENCH_THREADS / --threads
+(set before numpy loads its BLAS, so OpenBLAS/OpenMP obey it too).
 """
+import os
 import sys
 import time
+
+if __name__ == "__main__" and "--threads" in sys.argv:
+    os.environ["EGBAS_BENCH_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
+THREADS = int(os.environ.get("EGBAS_BENCH_THREADS", "2"))
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
 
 import numpy as np
 import pytest
@@ -22,7 +30,6 @@ try:
 except ImportError:  # the `bench` extra installs it
     faiss = None
 
-THREADS = 2
 QUERIES = 256
 NEAREST_CASES = [(n, d) for n in (1_000, 20_000, 100_000) for d in (64, 128, 512)]
 PACK_SHAPE = (256, 65_536)
