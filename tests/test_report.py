@@ -82,9 +82,12 @@ def test_summary_numbers_are_measured(conv_exploration, saved):
         assert m[key]["mean_distance"] == pytest.approx(mean_dist, rel=0.1)
         size = np.linalg.norm(z - query, axis=1) if key == "eps_l2" else np.abs(z - query).max(axis=1)
         assert size.max() <= m[key]["eps"] * (1 + 1e-5)
-    # diversity: mean pairwise distance of generated outputs, recomputed in numpy on the shown samples
-    for key in ("egbas", "eps_l2", "eps_linf"):
-        assert m[key]["diversity"] > 0
+    # diversity: mean pairwise distance of generated outputs (all samples here: fewer than DIVERSITY_SAMPLES)
+    for key, z in (("egbas", res.latents), ("eps_l2", data["eps_l2_latents"]), ("eps_linf", data["eps_linf_latents"])):
+        with torch.no_grad():
+            out = model(torch.tensor(z).reshape(len(z), 6, 1, 1)).reshape(len(z), -1).double().numpy()
+        dist = np.sqrt(((out[:, None] - out[None]) ** 2).sum(-1))
+        assert m[key]["diversity"] == pytest.approx(dist[np.triu_indices(len(z), 1)].mean(), rel=1e-5)
     shares = summary["profile"]["shares"]
     assert shares == sorted(shares) and 40 / res.region.n_units in shares
     assert np.all(np.diff(summary["profile"]["median_distance"]) <= 1e-12)  # more boundaries, never a larger region
