@@ -12,8 +12,8 @@ from . import report
 
 DEMO_KEEP = 0.05  # share of the layer's units kept as essential boundaries
 DEMO_NODES = 500
-# The small MNIST DCGAN the demo trains once and caches: narrow and small-batch so that it learns digits in
-# a couple of CPU minutes.
+# The small MNIST DCGAN the demo trains once and caches (keyword arguments of train.train): narrow and
+# small-batch so that it draws digits after a few CPU minutes.
 MNIST_TRAINING = {"model": "dcgan", "data": "mnist5k", "epochs": 4, "width": 32, "batch_size": 32, "seed": 0}
 
 
@@ -27,12 +27,10 @@ def mnist_dcgan(progress=True):
     from . import checkpoint
     from .train import train
 
-    t = MNIST_TRAINING
-    out = cache_dir() / f"{t['model']}-{t['data']}-w{t['width']}-b{t['batch_size']}-e{t['epochs']}-s{t['seed']}"
+    out = cache_dir() / "-".join(f"{k}={v}" for k, v in sorted(MNIST_TRAINING.items()))
     if not (out / "model.safetensors").exists():
-        print(f"egbas demo: training a small DCGAN on {t['data']} once (cached in {out})")
-    train(model=t["model"], data=t["data"], epochs=t["epochs"], out=out, seed=t["seed"], resume=True,
-          progress=progress, width=t["width"], batch_size=t["batch_size"])  # returns at once when complete
+        print(f"egbas demo: training a small DCGAN on {MNIST_TRAINING['data']} once (cached in {out})")
+    train(out=out, resume=True, progress=progress, **MNIST_TRAINING)  # returns at once when already complete
     return checkpoint.load(out)
 
 

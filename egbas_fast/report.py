@@ -20,6 +20,10 @@ REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
 
 
 # --------------------------------------------------------------------------------------------- output directory
+class OutputDirectoryError(ValueError):
+    """The output directory cannot be created or written (a user error: the CLI prints it as one line)."""
+
+
 def check_writable(out_dir):
     """Raise a clear error unless `out_dir` is (or can be created as) a writable directory. Creates nothing.
 
@@ -32,9 +36,9 @@ def check_writable(out_dir):
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise NotADirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
+        raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"output directory {str(path)!r}: {str(probe)!r} is not writable")
+        raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} is not writable")
     return path
 
 

@@ -132,9 +132,9 @@ def test_unwritable_out_dir_fails_before_any_work(conv_exploration, tmp_path):
             return getattr(region, name)
 
     res_spy = type(res)(**{**res.__dict__, "region": Spy()})
-    with pytest.raises(NotADirectoryError, match="not a directory"):
+    with pytest.raises(report.OutputDirectoryError, match="not a directory"):
         res_spy.save(blocker / "out")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(report.OutputDirectoryError):
         res_spy.save(blocker)
     assert calls == [] and sorted(os.listdir(tmp_path)) == ["file"]
 
