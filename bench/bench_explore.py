@@ -1,0 +1,247 @@
+"""Explorer throughput, side by side on ONE region: accepted tree nodes per second of
+
+    explore   egbas_fast.exploration.explore (batched RRT, C++ nearest/steer, one forward per round)
+    naive     a direct reading of the paper in plain Python: one proposal at a time, numpy argmin over all nodes,
+              one model forward per proposal
+    ompl      OMPL's RRT (PyPI `ompl`) in a RealVectorStateSpace whose state validity checker runs the same
+              membership test (one forward per state; motions are checked at their end state only, as explore does)
+
+on the face DCGAN (zoo.face_dcgan, d = 100), essential boundaries (keep 5%) of its first ReLU layer, trees of 1k
+and 10k nodes, all with the same step and radius (explore's defaults for that region). Also: the share of
+explore's time spent outside the model's forward pass (first and a middle ReLU layer, 10k nodes), and explore's
+default acceptance on the DCGANs at every ReLU layer with keep in {1%, 5%, 10%}.
+
+    python bench/bench_explore.py                  # throughput + outside-forward tables (markdown)
+    python bench/bench_explore.py --acceptance     # the acceptance table (needs the demo's MNIST DCGAN cache)
+    pytest bench/bench_explore.py --benchmark-enable -s    # the throughput runs as pytest-benchmark entries
+
+Timings depend on the machine's load: compare rows of one run only.
+"""
+import argparse
+import contextlib
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from egbas_fast import core, region as region_module, zoo
+from egbas_fast.demo import query_latent, relu_layers
+from egbas_fast.exploration import default_step_radius, explore
+from egbas_fast.selection import select_boundaries
+
+FIRST, MIDDLE = "main.2", "main.5"
+KEEP = 0.05
+SIZES = (1_000, 10_000)
+NAIVE_BUDGET_S = 300.0  # the naive reference runs at 10k only if its 1k rate says it fits in this
+
+
+# ------------------------------------------------------------------------------------------------------ set-up
+_REGIONS = {}
+
+
+def face_region(layer, keep=KEEP):
+    """The benchmark region: face DCGAN, query = prior sample 0, essential boundaries of `layer`."""
+    if (layer, keep) not in _REGIONS:
+        model = zoo.face_dcgan()
+        sel = select_boundaries(model, layer, query_latent(model, 0), keep=keep, seed=0)
+        region = sel.region()
+        _REGIONS[layer, keep] = region, *default_step_radius(region, seed=0)
+    return _REGIONS[layer, keep]
+
+
+@contextlib.contextmanager
+def forward_timer():
+    """Accumulate the wall time of every prefix forward that region membership runs (model up to the layer)."""
+    spent = [0.0]
+    original = region_module.prefix_output
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    region_module.prefix_output = timed
+    try:
+        yield spent
+    finally:
+        region_module.prefix_output = original
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+def run_explore(region, n, step, radius, seed=0):
+    t = time.perf_counter()
+    res = explore(region, n=n, step=step, radius=radius, seed=seed, progress=False)
+    return {"nodes": len(res.latents), "proposals": res.proposals, "seconds": time.perf_counter() - t}
+
+
+def run_naive(region, n, step, radius, seed=0):
+    """One proposal at a time: numpy target, numpy argmin over every node, one forward per proposal."""
+    rng = np.random.default_rng(seed)
+    q = region.query
+    nodes = np.empty((n, region.dim), np.float32)
+    nodes[0] = q
+    size, proposals = 1, 0
+    t = time.perf_counter()
+    while size < n:
+        target = q + rng.uniform(-radius, radius, region.dim).astype(np.float32)
+        near = int(((nodes[:size] - target) ** 2).sum(axis=1).argmin())
+        delta = target - nodes[near]
+        dist = float(np.linalg.norm(delta))
+        cand = nodes[near] + delta * min(1.0, step / dist) if dist > 0 else target
+        proposals += 1
+        if region.contains(cand[None])[0]:
+            nodes[size] = cand
+            size += 1
+    return {"nodes": size, "proposals": proposals, "seconds": time.perf_counter() - t}
+
+
+def run_ompl(region, n, step, radius, seed=0):
+    """OMPL's RRT, range = step, sampling the same box; stops when the tree has n nodes (start included)."""
+    from ompl import base as ob
+    from ompl import geometric as og
+    from ompl import util as ou
+
+    ou.setLogLevel(ou.LOG_WARN)
+    ou.RNG.setSeed(seed + 1)  # OMPL needs a seed > 0
+    d, q = region.dim, region.query.astype(np.float64)
+    space = ob.RealVectorStateSpace(d)
+    bounds = ob.RealVectorBounds(d)
+    for i in range(d):
+        bounds.setLow(i, float(q[i] - radius))
+        bounds.setHigh(i, float(q[i] + radius))
+    space.setBounds(bounds)
+    space.setLongestValidSegmentFraction(0.999)  # a motion shorter than the box checks its end state only
+    si = ob.SpaceInformation(space)
+    added = [0]
+    buf = np.empty((1, d), np.float32)
+
+    def valid(state):
+        for i in range(d):
+            buf[0, i] = state[i]
+        inside = bool(region.contains(buf)[0])
+        added[0] += inside
+        return inside
+
+    si.setStateValidityChecker(valid)
+    si.setup()
+    start, goal = space.allocState(), space.allocState()
+    for i in range(d):
+        start[i] = float(q[i])
+        goal[i] = float(q[i] + radius)  # a corner of the box: never reached exactly
+    pdef = ob.ProblemDefinition(si)
+    pdef.addStartState(start)
+    g = ob.GoalState(si)
+    g.setState(goal)
+    g.setThreshold(1e-12)
+    pdef.setGoal(g)
+    planner = og.RRT(si)
+    planner.setRange(float(step))
+    planner.setGoalBias(0.0)
+    planner.setProblemDefinition(pdef)
+    planner.setup()
+    t = time.perf_counter()
+    planner.solve(ob.PlannerTerminationCondition(lambda: added[0] >= n))  # start state's check counts as 1
+    seconds = time.perf_counter() - t
+    data = ob.PlannerData(si)
+    planner.getPlannerData(data)
+    return {"nodes": data.numVertices(), "proposals": None, "seconds": seconds}
+
+
+METHODS = {"explore": run_explore, "naive": run_naive, "ompl": run_ompl}
+
+
+def rate(run):
+    return (run["nodes"] - 1) / run["seconds"]
+
+
+# ------------------------------------------------------------------------------------------------------ tables
+def throughput_table():
+    region, step, radius = face_region(FIRST)
+    print(f"\nregion: face DCGAN {FIRST}, {len(region.units)}/{region.n_units} units, step {step:.4g}, "
+          f"radius {radius:.4g}, torch threads {torch.get_num_threads()}, core threads {core.get_num_threads()}")
+    print("| nodes | method | nodes/s | seconds | explore speed-up |")
+    print("|---|---|---|---|---|")
+    naive_1k = None
+    for n in SIZES:
+        runs = {"explore": run_explore(region, n, step, radius)}
+        for name in ("naive", "ompl"):
+            if name == "naive" and naive_1k and naive_1k["seconds"] * n / SIZES[0] * 1.5 > NAIVE_BUDGET_S:
+                runs[name] = None  # too slow to time here: extrapolated below
+                continue
+            runs[name] = METHODS[name](region, n, step, radius)
+            naive_1k = naive_1k or (runs[name] if name == "naive" else None)
+        for name, run in runs.items():
+            if run is None:  # its 1k rate; optimistic, as its argmin cost grows with the tree
+                r = rate(naive_1k)
+                print(f"| {n} | {name} (extrapolated from 1k) | {r:.1f} | ~{(n - 1) / r:.0f} | "
+                      f"{rate(runs['explore']) / r:.1f}x |")
+                continue
+            print(f"| {n} | {name} | {rate(run):.1f} | {run['seconds']:.1f} | "
+                  f"{rate(runs['explore']) / rate(run):.1f}x |")
+        sys.stdout.flush()
+
+
+def outside_forward_table(n=SIZES[-1]):
+    print("\n| layer | nodes | explore s | forward s | outside forward |")
+    print("|---|---|---|---|---|")
+    for layer in (FIRST, MIDDLE):
+        region, step, radius = face_region(layer)
+        with forward_timer() as spent:
+            run = run_explore(region, n, step, radius)
+        print(f"| {layer} | {run['nodes']} | {run['seconds']:.1f} | {spent[0]:.1f} | "
+              f"{1 - spent[0] / run['seconds']:.1%} |")
+        sys.stdout.flush()
+
+
+def acceptance_table(n=500):
+    from egbas_fast.demo import mnist_dcgan
+
+    print("\n| model | layer | keep | units | acceptance | bisection share | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, model in (("faces", zoo.face_dcgan()), ("mnist", mnist_dcgan(progress=False))):
+        query = query_latent(model, 0)
+        for layer in relu_layers(model):
+            for keep in (0.01, 0.05, 0.10):
+                sel = select_boundaries(model, layer, query, keep=keep, seed=0)
+                res = explore(sel.region(), n=n, seed=0, progress=False)
+                print(f"| {name} | {layer} | {keep:.0%} | {len(sel.units)} | {res.acceptance:.1%} | "
+                      f"{res.salvaged / max(res.accepted, 1):.1%} | {res.seconds:.1f} |")
+                sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------------------ pytest-benchmark
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_nodes_per_second(benchmark, method, n):
+    if method == "ompl":
+        pytest.importorskip("ompl")
+    if method == "naive" and n > SIZES[0]:
+        pytest.skip("the naive reference is timed at 1k nodes (see the table for 10k)")
+    region, step, radius = face_region(FIRST)
+    run = benchmark.pedantic(METHODS[method], args=(region, n, step, radius), rounds=1, iterations=1)
+    benchmark.extra_info["nodes_per_second"] = rate(run)
+    assert run["nodes"] >= n
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--acceptance", action="store_true", help="print the acceptance table instead")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own); 1 avoids spin contention on a busy box")
+    args = parser.parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    if args.acceptance:
+        acceptance_table()
+    else:
+        throughput_table()
+        outside_forward_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
