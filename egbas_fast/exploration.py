@@ -1,7 +1,7 @@
 """E-GBAS exploration: a batched RRT whose every node is certified inside the generative region, and the ε-ball
 baseline it is compared with.
 
-One round of `explore` (B = batch proposals, d = latent dimension, N = nodes so far):
+One round of `explore` (N = nodes so far, B = min(batch, N, n - N) proposals, d = latent dimension):
     targets  (B, d)  uniform in the box of half-width `radius` around the query      core.random_uniform_box
     nearest  (B,)    nearest node among the N nodes that existed when the round began  Tree.nearest
     cand     (B, d)  each nearest node moved at most `step` toward its target          core.steer
@@ -14,9 +14,10 @@ Every node was itself evaluated by `region.contains`: nothing is assumed from co
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from . import core
 
 BISECT_STEPS = 3  # a rejected candidate is resolved to 1/8 of its step: 3 extra forwards of the rejected ones
 MIN_ADVANCE = 0.25  # a bisection point becomes a node only if it moved >= this fraction of the attempted step
@@ -24,12 +25,6 @@ N_RAYS = 64  # rays from the query used to derive the default step and radius
 STEP_FRACTION = 0.5  # default step = this * median ray distance r from the query to the boundary
 RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the tree is pulled to the boundary
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
-
-
-def _core():
-    from . import core
-
-    return core
 
 
 # -------------------------------------------------------------------------------------------------- validation
@@ -77,7 +72,7 @@ def ray_cap(region):
 
 def random_directions(k, d, seed):
     """(k, d) float32 unit vectors, uniform on the sphere, from the core's counter-based normal stream."""
-    g = _core().random_normal(k, d, seed)
+    g = core.random_normal(k, d, seed)
     return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -162,7 +157,6 @@ def sample_ball(region, n=500, *, eps, norm="l2", seed=0):
     n = _positive_int("n", n)
     eps = _positive_float("eps", eps)
     seed = _seed(seed)
-    core = _core()
     if norm == "l2":
         z = core.random_uniform_ball(region.query, eps, n, seed)
     elif norm == "linf":
@@ -178,7 +172,8 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
 
     step: how far a node moves toward its target; radius: half-width of the target box around the query. None =
     derived from the region (`default_step_radius`: step = r/2, radius = 3r*sqrt(3/d), r = median ray distance from
-    the query to the boundary). batch: proposals per round (one forward each). max_proposals: stop after this many
+    the query to the boundary). batch: most proposals per round (one forward for all of them, plus BISECT_STEPS
+    for the rejected ones; early rounds are smaller, see below). max_proposals: stop after this many
     proposals even if the tree is smaller (default 50 * n). seed: the targets are draws 0, 1, 2, ... of the seed's
     counter-based stream in the core (one per proposal), so the tree is identical whatever the thread count.
     """
@@ -189,7 +184,6 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     radius = None if radius is None else _positive_float("radius", radius)
     max_proposals = PROPOSALS_PER_NODE * n if max_proposals is None else _positive_int("max_proposals", max_proposals)
     seed = _seed(seed)
-    core = _core()
 
     t0 = time.perf_counter()
     member_seconds = 0.0

@@ -11,7 +11,7 @@ from egbas_fast.exploration import (BallSamples, Exploration, default_step_radiu
                                     ray_cap, sample_ball)
 from egbas_fast.region import GenerativeRegion
 
-from .toys import TOYS, conv_generator, linear_relu, reference_values
+from .toys import TOYS, conv_generator, reference_values
 
 TOY = {t.name: t for t in TOYS}
 
