@@ -3,8 +3,8 @@
 Input policy (every function):
   * Arrays of any real numeric dtype and any memory layout are accepted and converted to
     C-contiguous float32 (bit words: to uint64). A float64 argument is therefore rounded to
-    float32 first, and results are exact for the float32 values. Other dtypes (object,
-    complex, str) raise TypeError.
+    float32 first, and results are exact for the float32 values. Bit words and parents need
+    an integer dtype. Other dtypes (object, complex, str, float parents) raise TypeError.
   * Wrong number of dimensions or mismatched shapes raise ValueError naming the argument and
     the expected shape. NaN/inf in points/queries/origins/targets/centres, NaN in
     ``pack_signs`` values, and non-positive sizes (step, capacity, dim, radius/half_width,
@@ -23,7 +23,9 @@ Functions:
           -1 or an earlier node. Everything is checked before the tree changes.
       .nearest(queries (B, dim)) -> (idx, dist2), exact as `nearest`, over the current nodes.
       .points (size, dim) float32 and .parents (size,) int64: read-only zero-copy views that
-          stay valid after later adds; .size (== len(tree)), .dim, .capacity.
+          stay valid after later adds (copy with np.array before torch.from_numpy);
+          .size (== len(tree)), .dim, .capacity. The search is centred on the first node
+          (the RRT root), so a tight tree far from the origin stays exact and fast.
   steer(origins, targets, step)       (B, d), (B, d) -> (B, d): the target if within `step`,
       else origin + step * unit(target - origin) (computed in float64).
   random_uniform_box(center (d,), half_width, n, seed, offset=0) -> (n, d) float32
@@ -33,7 +35,8 @@ Functions:
       `seed`, so a batch split into calls with offsets gives the same rows as one call,
       whatever the thread count.
   pack_signs(values, threshold=0.0)   (B, n) float32 -> (B, ceil(n/64)) uint64. Unit i is bit
-      i % 64 of word i // 64, set iff values[:, i] > threshold; padding bits are 0.
+      i % 64 of word i // 64, set iff values[:, i] > threshold; padding bits are 0. A NaN
+      value (or threshold) raises ValueError; +-inf are ordinary values.
   mismatch_count(bits, ref, mask)     (B, w), (w,), (w,) uint64 -> (B,) int32:
       popcount((bits ^ ref) & mask) per row.
   set_num_threads(k) / get_num_threads()   k >= 1 threads; k = 0 restores the default.

@@ -10,6 +10,11 @@
 // the true argmin always satisfies lo(p) <= H + 2 G |q'|^2. All such candidates are then
 // re-checked exactly: float64 differences summed in numpy's pairwise order. Centring keeps
 // the bound proportional to the spread of the cloud, not to its distance from the origin.
+//
+// Why no BLAS: on the 2-core AVX-512 EPYC this was built on, the fused kernel below (one
+// pass, no distance matrix) ran 256 x 20k x 128 in 12 ms on one thread while OpenBLAS's
+// sgemm alone (numpy Q @ P.T) took 26 ms; a BLAS-based nearest needs that product plus an
+// argmin pass, so linking scipy-openblas32 could only be slower here.
 #pragma once
 #include <algorithm>
 #include <cmath>
