@@ -33,7 +33,8 @@ class Images(NamedTuple):
 
 def load(name, image_size=None, limit=None):
     """The data set `name` (see SOURCES). image_size: resize to image_size x image_size (folder: default 64).
-    limit: keep only the first `limit` images."""
+    limit: keep a fixed random subset of `limit` images (the same every call), in their original order; a random
+    subset rather than the first ones because mnist5k is sorted by class."""
     if limit is not None and int(limit) <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     if image_size is not None and int(image_size) <= 0:
@@ -48,8 +49,9 @@ def load(name, image_size=None, limit=None):
     else:
         raise KeyError(f"unknown data {name!r}; choose one of {', '.join(SOURCES)}")
     images, labels = data
-    if limit is not None:
-        images, labels = images[:limit], None if labels is None else labels[:limit]
+    if limit is not None and limit < len(images):
+        keep = np.sort(np.random.default_rng(0).permutation(len(images))[:limit])
+        images, labels = images[keep], None if labels is None else labels[keep]
     if image_size is not None and images.shape[2:] != (image_size, image_size):
         images = resize(images, image_size)
     return Images(np.ascontiguousarray(images), labels)

@@ -98,7 +98,18 @@ def test_unknown_name_and_bad_options():
         data.load("digits", image_size=-1)
 
 
-def test_limit_and_resize():
+def test_limit_keeps_a_fixed_ordered_subset_across_classes():
+    full, some = data.load("digits"), data.load("digits", limit=300)
+    rows = {img.tobytes(): i for i, img in enumerate(full.images)}
+    where = [rows[img.tobytes()] for img in some.images]
+    assert len(where) == 300 and where == sorted(where)  # each one of the data set, original order kept
+    assert np.array_equal(full.labels[where], some.labels)
+    assert np.array_equal(data.load("digits", limit=300).images, some.images)
+    assert set(data.load("mnist5k", limit=100).labels) == set(range(10))  # mnist5k is sorted by class
+    assert data.load("digits", limit=10**6).images.shape == full.images.shape
+
+
+def test_resize():
     ds = data.load("digits", limit=10, image_size=16)
     assert ds.images.shape == (10, 1, 16, 16) and ds.labels.shape == (10,)
     flat = np.full((2, 1, 8, 8), 77, np.uint8)
