@@ -149,7 +149,8 @@ struct Ops {
   static vec load(const float* p) { return _mm512_loadu_ps(p); }
   static vec set1(float x) { return _mm512_set1_ps(x); }
   static vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static vec min(vec a, vec b) { return _mm512_min_ps(a, b); }
+  // maskz form: same result, avoids GCC 12 false -Wuninitialized on _mm512_undefined_ps
+  static vec min(vec a, vec b) { return _mm512_maskz_min_ps(__mmask16(0xFFFF), a, b); }
   static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   static void store(float* p, vec a) { _mm512_storeu_ps(p, a); }
   static unsigned le_mask(vec a, vec b) { return unsigned(_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ)); }
