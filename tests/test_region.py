@@ -146,7 +146,7 @@ def test_float64_model():
     Z = _points(region.query, 2000, np.random.default_rng(5))
     with torch.no_grad():
         pre = model[0](torch.from_numpy(Z).double()).numpy()
-        ref = model[0](torch.from_numpy(region.query[None]).double()).numpy()[0]
+        ref = model[0](torch.tensor(region.query[None]).double()).numpy()[0]
     np.testing.assert_array_equal(region.contains(Z), ((pre > 0) == (ref > 0)).all(1))
 
 
@@ -188,7 +188,7 @@ def test_polytope_property_random_shapes(d, n, seed, data):
     Z = _points(region.query, 257, rng)
     with torch.no_grad():
         pre = model[0](torch.from_numpy(Z)).numpy()
-        ref = model[0](torch.from_numpy(region.query[None])).numpy()[0]
+        ref = model[0](torch.tensor(region.query[None])).numpy()[0]
     np.testing.assert_array_equal(region.mismatches(Z), ((pre > 0) != (ref > 0))[:, units].sum(1))
 
 
@@ -249,3 +249,17 @@ def test_bad_latents_and_directions(conv):
         region.restrict([10**6])
     with pytest.raises(RuntimeError, match="never ran"):
         GenerativeRegion(next(t for t in TOYS if t.name == "nested").build(), "unused", np.zeros(5, np.float32))
+
+
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(1, 5), n=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_boundary_distance_property_random_polytopes(d, n, seed):
+    model = linear_relu(d=d, n=n, seed=seed)
+    W = model[0].weight.detach().double().numpy()
+    b = model[0].bias.detach().double().numpy()
+    rng = np.random.default_rng(seed)
+    query = rng.standard_normal(d).astype(np.float32)
+    U = rng.standard_normal((16, d))
+    want = _analytic_exit(W, b, query.astype(np.float64), U / np.linalg.norm(U, axis=1, keepdims=True))
+    got = GenerativeRegion(model, "0", query).boundary_distance(U, max_distance=50.0, tol=1e-3)
+    np.testing.assert_allclose(got, np.minimum(want, 50.0), atol=1e-3 / 2 + 1e-4, rtol=0)
