@@ -9,6 +9,7 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "egbas/egbas.hpp"
 #ifdef EGBAS_HAVE_CUDA
@@ -298,6 +299,12 @@ PYBIND11_MODULE(_core, m) {
     if (d <= 0) throw py::value_error("d must be positive, got " + std::to_string(d));
     return draw(n, d, [&](float* out) { egbas::random_normal(n, d, seed, offset, out); });
   }, py::arg("n"), py::arg("d"), py::arg("seed"), py::arg("offset") = 0);
+  m.def("_numpy_sq_dist", [](const py::object& p_obj, const py::object& q_obj) {  // test hook
+    f32_array p = as_f32(p_obj, "p", 1, "(d,)"), q = as_f32(q_obj, "q", 1, "(d,)");
+    if (p.shape(0) != q.shape(0)) throw py::value_error("p and q must have the same length");
+    std::vector<double> buf(static_cast<size_t>(p.shape(0)));
+    return egbas::detail::numpy_sq_dist(p.data(), q.data(), p.shape(0), buf.data());
+  }, py::arg("p"), py::arg("q"));
   m.def("set_num_threads", [](int k) {
     if (k < 0) throw py::value_error("k must be >= 1 (or 0 for the default), got " + std::to_string(k));
     egbas::set_num_threads(k);

@@ -29,6 +29,18 @@ def assert_exact(points, queries):
     np.testing.assert_array_equal(dist, want_dist)
 
 
+@settings(max_examples=60, deadline=None)
+@given(d=st.integers(0, 700), scale=st.sampled_from([1e-3, 1.0, 30.0]), seed=st.integers(0, 2**32 - 1))
+def test_recheck_sums_in_numpy_order(d, scale, seed):
+    """The exact re-check reproduces numpy's float64 pairwise sum bit for bit (not just to
+    float32), so exact ties and 1-ulp differences resolve as in the oracle."""
+    from egbas_fast import _core
+
+    rng = np.random.default_rng(seed)
+    p, q = (rng.standard_normal((2, d)) * scale).astype(np.float32)
+    assert _core._numpy_sq_dist(p, q) == ((p.astype(np.float64) - q.astype(np.float64)) ** 2).sum()
+
+
 def tight_cloud(rng, n, d, norm, spread):
     """n points in a cloud of size `spread` around a centre of norm `norm` (an RRT tree)."""
     centre = rng.standard_normal(d)
