@@ -230,7 +230,12 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("size", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); })
       .def_property_readonly("dim", [](const PyTree& t) { return t.tree.dim(); })
       .def_property_readonly("capacity", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.capacity(); })
-      .def("__len__", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); });
+      .def("__len__", [](const PyTree& t) { std::shared_lock<std::shared_mutex> l(t.mutex); return t.tree.size(); })
+      .def("__repr__", [](const PyTree& t) {
+        std::shared_lock<std::shared_mutex> l(t.mutex);
+        return "Tree(dim=" + std::to_string(t.tree.dim()) + ", size=" + std::to_string(t.tree.size()) +
+               ", capacity=" + std::to_string(t.tree.capacity()) + ")";
+      });
   // Optional CUDA kernels: same contract as nearest / pack_signs, host arrays in and out.
   m.def("cuda_available", [] {
 #ifdef EGBAS_HAVE_CUDA

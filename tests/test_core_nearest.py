@@ -251,6 +251,16 @@ def test_tree_views_and_parents():
     np.testing.assert_array_equal(view, [[1, 2]])  # the view owns its buffer
 
 
+def test_tree_add_its_own_points():
+    """Adding the tree's own view (no copy) is safe across a regrowth."""
+    tree = core.Tree(3, capacity=4)
+    tree.add(np.arange(12, dtype=np.float32).reshape(4, 3), [-1, 0, 1, 2])
+    tree.add(tree.points, np.arange(4))  # grows: reads the old buffer while writing the new
+    np.testing.assert_array_equal(tree.points[4:], tree.points[:4])
+    np.testing.assert_array_equal(tree.parents, [-1, 0, 1, 2, 0, 1, 2, 3])
+    assert repr(tree) == "Tree(dim=3, size=8, capacity=8)"
+
+
 def test_tree_errors_leave_tree_unchanged():
     tree = core.Tree(3)
     with pytest.raises(ValueError, match="empty"):
