@@ -15,6 +15,14 @@ class _StopForward(Exception):
     """Raised from the layer's forward hook to skip every later layer."""
 
 
+class LayerNotReached(RuntimeError):
+    """The layer never ran in the model's forward pass."""
+
+
+class LayerOutputError(TypeError):
+    """The layer's output is not a single tensor."""
+
+
 def get_layer(model, name):
     """The submodule of `model` called `name` in `model.named_modules()`; a clear error lists close names."""
     if not isinstance(model, nn.Module):
@@ -62,7 +70,7 @@ def evaluating(model):
 
 def _flat_output(name, output):
     if not isinstance(output, torch.Tensor):
-        raise TypeError(f"layer {name!r} returns {type(output).__name__}; its output must be a single tensor")
+        raise LayerOutputError(f"layer {name!r} returns {type(output).__name__}; its output must be a single tensor")
     return output
 
 
@@ -96,7 +104,7 @@ def prefix_output(model, module, name, x, eval_mode=True):
     finally:
         handle.remove()
     if not captured:
-        raise RuntimeError(f"layer {name!r} never ran in the model's forward pass; choose a layer on the "
+        raise LayerNotReached(f"layer {name!r} never ran in the model's forward pass; choose a layer on the "
                            f"path from the input to the output")
     out = captured[0]
     return out.reshape(out.shape[0], -1)  # (B, units)
@@ -125,6 +133,6 @@ def masked_forward(model, layer, x, mask):
     finally:
         handle.remove()
     if not ran:
-        raise RuntimeError(f"layer {layer!r} never ran in the model's forward pass; choose a layer on the "
+        raise LayerNotReached(f"layer {layer!r} never ran in the model's forward pass; choose a layer on the "
                            f"path from the input to the output")
     return out

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import core
-from .layers import evaluating, get_layer, model_device, model_dtype, prefix_output
+from .layers import LayerNotReached, LayerOutputError, evaluating, get_layer, model_device, model_dtype, prefix_output
 
 
 def _check_positive_int(value, name):
@@ -69,7 +69,7 @@ class GenerativeRegion:
         self.threshold = float(np.float32(_check_finite_real(threshold, "threshold")))
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         q = _as_real_array(query, "query")
-        if q.ndim == 0 or q.shape[0] == 0 or np.prod(q.shape) == 0:
+        if q.ndim == 0 or 0 in q.shape:
             raise ValueError(f"query must be one latent without the batch dim, e.g. (d,) or (d, 1, 1); got shape "
                              f"{tuple(q.shape)}")
         if not _all_finite(q):
@@ -84,11 +84,12 @@ class GenerativeRegion:
         self._query_t = torch.tensor(self.query).to(self.device, self._dtype)  # (d,) for pinning
         try:
             values = prefix_output(model, self._module, layer, self._to_model(self._query_t[None]))  # (1, units)
-        except (RuntimeError, ValueError, TypeError) as e:
-            if "never ran" in str(e) or "single tensor" in str(e):
-                raise
+        except (LayerNotReached, LayerOutputError):
+            raise
+        except (RuntimeError, ValueError, TypeError) as e:  # the model itself rejects the input
             raise ValueError(f"query of shape {self.query_shape} does not fit the model's input: {e}") from e
-        self.query_values = values[0].to(torch.float32).cpu().numpy()  # (units,) the layer at the query
+        self._query_layer = values[0].cpu()  # (units,) in the model's dtype: the reference bits come from it
+        self.query_values = self._query_layer.to(torch.float32).numpy()  # (units,) the layer at the query
         self.query_values.setflags(write=False)
         self.n_units = int(self.query_values.size)
         self._set_units(units)
@@ -117,9 +118,10 @@ class GenerativeRegion:
         self.units = idx
         self.units.setflags(write=False)
         self._all_units = idx.size == self.n_units  # membership order does not matter: no gather needed
-        self._units_t = None if self._all_units else torch.tensor(idx, device=self.device)
-        ref_values = self.query_values if self._all_units else self.query_values[idx]
-        self._ref = self._pack(torch.tensor(ref_values)[None])[0]  # (w,) uint64
+        units_t = torch.tensor(idx)  # a copy: idx may be a read-only array, which torch.from_numpy warns about
+        self._units_t = None if self._all_units else units_t.to(self.device)
+        ref_values = self._query_layer if self._all_units else self._query_layer[units_t]
+        self._ref = self._pack(ref_values[None])[0]  # (w,) uint64: packed exactly like every batch
         # Mask of the k used bits: padding bits of the last word are 0, exactly as pack_signs writes them.
         self._mask = core.pack_signs(np.ones((1, idx.size), np.float32), 0.0)[0]
 
