@@ -243,7 +243,10 @@ inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const 
     }, work, kWorkPerThread);
   }
 
-  // Exact re-check of every candidate that survives the final threshold.
+  // Exact re-check of every candidate that survives the final threshold (usually one or two
+  // per query; all of them for a cloud of duplicates, hence the work estimate).
+  double candidates = 0;
+  for (const auto& c : cands) candidates += double(c.size());
   parallel_for(B, [&](int64_t lo, int64_t hi) {
     std::vector<double> buf(static_cast<size_t>(d));
     for (int64_t b = lo; b < hi; ++b) {
@@ -262,7 +265,7 @@ inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const 
       out_idx[b] = best_idx;
       out_dist2[b] = float(best);
     }
-  }, double(B) * d * 4, 1e5);
+  }, (candidates + double(B)) * double(d) * 4, 1e5);
 }
 
 // The search over centred points Pc (N rows, stride ld, squared norms pnorm) for queries Q
