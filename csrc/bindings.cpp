@@ -34,9 +34,11 @@ py::array as_numeric(const py::object& obj, const char* name, const char* kinds)
   py::array a = py::array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + " must be a numpy array (or array-like)");
   const char kind = a.dtype().kind();
-  const bool integers_only = std::string(kinds) == "iu";
-  if (std::string(kinds).find(kind) == std::string::npos && !(a.size() == 0 && std::string("fiub").find(kind) != std::string::npos))
-    throw py::type_error(std::string(name) + (integers_only ? " must have an integer dtype" : " must have a real numeric dtype") +
+  const bool accepted = std::string(kinds).find(kind) != std::string::npos;
+  const bool empty_numeric = a.size() == 0 && std::string("fiub").find(kind) != std::string::npos;
+  if (!accepted && !empty_numeric)
+    throw py::type_error(std::string(name) +
+                         (std::string(kinds) == "iu" ? " must have an integer dtype" : " must have a real numeric dtype") +
                          ", got " + std::string(py::str(a.dtype())));
   return a;
 }
