@@ -74,7 +74,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=3, help="query latents (seeds 0..N-1)")
     parser.add_argument("--directions", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     generator = eg.zoo.face_dcgan()
     print(f"torch threads: {torch.get_num_threads()}")
 
