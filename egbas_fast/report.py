@@ -1,7 +1,8 @@
 """The exploration report: pictures, numbers, a self-contained HTML page, written atomically.
 
-Everything here is a pure function of arrays (no model, no region) except `boundary_profile`, so the page can be
-rendered and tested without a network. `Exploration.save` (explore.py) gathers the arrays and calls `write_report`.
+`build_report` (called by `Exploration.save`) re-checks membership, runs the ε baselines, generates outputs and
+computes the boundary profile; everything else here is a pure function of arrays, so the page renders and is
+testable offline. Every file is rendered in memory first, then written with temp file + os.replace.
 """
 import base64
 import html
@@ -17,6 +18,10 @@ import numpy as np
 # The files `write_report` produces, in the order the page shows the pictures.
 PNG_FILES = ("query.png", "egbas.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
 REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
+
+
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only be read by setting it) ...
+os.umask(_UMASK)  # ... and put it back
 
 
 # --------------------------------------------------------------------------------------------- output directory
@@ -49,18 +54,12 @@ def atomic_write(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_report(out_dir, files):
@@ -264,46 +263,35 @@ text-align:right} th:first-child,td:first-child{text-align:left}
 
 
 def render_html(summary, pngs):
-    """summary (dict, see explore.py) + {png name: bytes} -> one self-contained HTML page (str)."""
-    def img(name, alt, plot=False):  # plot: the card shares the row's width
+    """summary (dict, see build_report) + {png name: bytes} -> one self-contained HTML page (str)."""
+    def picture(title, name, wide=True):  # a card with the PNG inlined; wide cards share their row's width
         data = base64.b64encode(pngs[name]).decode("ascii")
-        cls = "card wide" if plot else "card"
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">', cls
+        return (f'<div class="card{" wide" if wide else ""}"><h2>{title}</h2>'
+                f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></div>')
 
-    m = summary["methods"]
+    m, e, r = summary["methods"], summary["exploration"], summary["region"]
     rows = []
     for key, label in (("egbas", "E-GBAS (tree)"), ("eps_l2", "&epsilon;-ball L2"), ("eps_linf", "&epsilon;-ball L&infin;")):
-        r = m[key]
-        rate = r["in_region_rate"]
-        cls = "ok" if rate == 1.0 else "bad"
-        rows.append(f"<tr><td>{label}</td><td>{r['n']}</td><td>{_fmt(r.get('eps', '–'))}</td>"
-                    f"<td>{_fmt(r['mean_distance'])}</td><td class='{cls}'>{rate:.1%}</td>"
-                    f"<td>{_fmt(r['diversity'])}</td></tr>")
-    e = summary["exploration"]
+        rate = m[key]["in_region_rate"]
+        rows.append(f"<tr><td>{label}</td><td>{m[key]['n']}</td><td>{_fmt(m[key].get('eps', '–'))}</td>"
+                    f"<td>{_fmt(m[key]['mean_distance'])}</td><td class='{'ok' if rate == 1.0 else 'bad'}'>"
+                    f"{rate:.1%}</td><td>{_fmt(m[key]['diversity'])}</td></tr>")
     stats = [("nodes", e["nodes"]), ("proposals", e["proposals"]), ("acceptance", f"{e['acceptance']:.1%}"),
              ("of which bisection nodes", e["salvaged"]), ("seconds", e["seconds"]),
              ("nodes / second", e["nodes_per_second"]), ("step", e["step"]), ("radius (box half-width)", e["radius"]),
              ("seed", e["seed"])]
     stat_rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in stats)
-    r = summary["region"]
-    sel = (f"{r['units_selected']} of {r['n_units']} units ({r['units_selected'] / r['n_units']:.1%})"
-           if r["n_units"] else "")
-    title = f"E-GBAS exploration — {html.escape(str(summary.get('model') or 'model'))}, layer {html.escape(str(r['layer']))}"
-
-    q, qc = img("query.png", "query output")
-    g, gc = img("egbas.png", "E-GBAS samples", plot=True)
-    l2, l2c = img("eps_l2.png", "epsilon L2 samples", plot=True)
-    li, lic = img("eps_linf.png", "epsilon Linf samples", plot=True)
-    t, tc = img("tree.png", "tree", plot=True)
-    p, pc = img("profile.png", "profile", plot=True)
+    layer = html.escape(str(r["layer"]))
+    title = f"E-GBAS exploration — {html.escape(str(summary.get('model') or 'model'))}, layer {layer}"
+    share = f"{r['units_selected']} of {r['n_units']} units ({r['units_selected'] / r['n_units']:.1%})"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
 <body>
 <h1>{title}</h1>
-<p class="sub">Generative region of the query: latents whose {sel} essential boundaries at layer
-<code>{html.escape(str(r['layer']))}</code> have the query's signs. Latent dimension {r['dim']}.</p>
+<p class="sub">Generative region of the query: latents whose {share} essential boundaries at layer
+<code>{layer}</code> have the query's signs. Latent dimension {r['dim']}.</p>
 <div class="row">
- <div class="{qc}"><h2>Query</h2>{q}</div>
+ {picture("Query", "query.png", wide=False)}
  <div class="card"><h2>Exploration</h2><table>{stat_rows}</table></div>
  <div class="card"><h2>Methods</h2>
  <table><tr><th>method</th><th>samples</th><th>&epsilon;</th><th>mean dist.</th><th>in region</th>
@@ -313,13 +301,13 @@ def render_html(summary, pngs):
  Diversity: mean pairwise L2 distance between generated outputs. Red frames: samples outside the region.</p></div>
 </div>
 <div class="row">
- <div class="{gc}"><h2>E-GBAS samples (tree nodes)</h2>{g}</div>
- <div class="{l2c}"><h2>&epsilon;-ball L2 (&epsilon; = {_fmt(m['eps_l2']['eps'])})</h2>{l2}</div>
- <div class="{lic}"><h2>&epsilon;-ball L&infin; (&epsilon; = {_fmt(m['eps_linf']['eps'])})</h2>{li}</div>
+ {picture("E-GBAS samples (tree nodes)", "egbas.png")}
+ {picture(f"&epsilon;-ball L2 (&epsilon; = {_fmt(m['eps_l2']['eps'])})", "eps_l2.png")}
+ {picture(f"&epsilon;-ball L&infin; (&epsilon; = {_fmt(m['eps_linf']['eps'])})", "eps_linf.png")}
 </div>
 <div class="row">
- <div class="{tc}"><h2>Tree (2-D PCA of the latents)</h2>{t}</div>
- <div class="{pc}"><h2>Boundary-distance profile</h2>{p}</div>
+ {picture("Tree (2-D PCA of the latents)", "tree.png")}
+ {picture("Boundary-distance profile", "profile.png")}
 </div>
 </body></html>
 """

@@ -158,7 +158,7 @@ def test_atomic_write_never_leaves_a_half_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["summary.json"]
     report.atomic_write(path, b"new")
-    assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~report._umask()
+    assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~report._UMASK
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
