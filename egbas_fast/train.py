@@ -106,8 +106,12 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
         if state["epoch"] >= epochs:
             return out
 
-    images, labels = data if isinstance(data, tuple) else (data, None) if not isinstance(data, str) else \
-        datasets.load(data, image_size=image_size, limit=limit)
+    if isinstance(data, str):
+        images, labels = datasets.load(data, image_size=image_size, limit=limit)
+    elif isinstance(data, tuple):  # data.Images or (images, labels)
+        images, labels = data
+    else:
+        images, labels = data, None
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) < 2:
         raise TrainingError(f"data must be uint8 images (N >= 2, C, H, W), got {images.dtype} {images.shape}")
