@@ -95,7 +95,7 @@ def main():
 
     rng = np.random.default_rng(12345)
     directions = rng.standard_normal((args.directions, 100))
-    print(f"\n| layer | keep | units | fidelity | median boundary distance | select s |")
+    print("\n| layer | keep | units | fidelity | median boundary distance | select s |")
     print("|---|---|---|---|---|---|")
     for layer in LAYERS:
         rows = {}

@@ -86,7 +86,7 @@ def prefix_output(model, module, name, x, eval_mode=True):
     """`layer_output` for an already looked-up `module` (hot path). eval_mode=False leaves the mode to the caller.
 
     The forward stops inside the layer's hook, so no later op (DCGAN's in-place ReLU included) can touch the
-    value before we return it: no copy is needed.
+    value before we return it: no copy is needed. A module called more than once gives its first call's output.
     """
     captured = []
 
@@ -114,7 +114,8 @@ def masked_forward(model, layer, x, mask):
     """Full forward of `x` with the layer's output multiplied by `mask`.
 
     mask: (units,) or (B, units), broadcast over the batch; it may require grad (selection optimises it).
-    The caller chooses the mode and grad context; the hook is removed in `finally`.
+    The caller chooses the mode and grad context; the hook is removed in `finally`. A module called more than once
+    is masked at every call.
     """
     module = get_layer(model, layer)
     ran = []
