@@ -54,7 +54,7 @@ def build_parser():
     train.add_argument("--out", default=None, help="checkpoint directory (default: runs/MODEL-DATA)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    train.add_argument("--batch-size", type=_positive_int, default=None)
+    train.add_argument("--batch-size", type=_positive_int, default=None, help="default: per model kind")
     train.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
     train.add_argument("--latent-dim", type=_positive_int, default=None)
     train.add_argument("--width", type=_positive_int, default=None, help="feature width (ngf/ndf, MLP hidden)")
@@ -76,10 +76,9 @@ def build_parser():
 def _run(args):
     if args.command == "train":
         from .train import train
-        options = {k: v for k, v in (("batch_size", args.batch_size),) if v is not None}
         out = train(model=args.model, data=args.data, epochs=args.epochs, out=args.out, seed=args.seed,
                     resume=args.resume, progress=not args.quiet, lr=args.lr, latent_dim=args.latent_dim,
-                    width=args.width, image_size=args.image_size, limit=args.limit, **options)
+                    width=args.width, image_size=args.image_size, limit=args.limit, batch_size=args.batch_size)
         print(f"checkpoint: {out}")
     elif args.command == "demo":
         from .demo import run_demo

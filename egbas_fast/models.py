@@ -16,7 +16,9 @@ from torch.nn import functional as F
 KINDS = ("gan", "dcgan", "vae", "ae", "classifier")
 
 # Defaults per kind: latent dim (None = not a generator) and feature width (ngf/ndf, or the MLP hidden size).
-_DEFAULT_LATENT = {"gan": 64, "dcgan": 100, "vae": 16, "ae": 16, "classifier": None}
+# Small latents train faster on small data: on mnist5k, dcgan with d = 32 gave more confidently classified digits
+# than d = 100 (56% vs 50%, same steps), vae with d = 8 more than d = 4 or 16. The face DCGAN (zoo) has d = 100.
+_DEFAULT_LATENT = {"gan": 64, "dcgan": 32, "vae": 8, "ae": 16, "classifier": None}
 _DEFAULT_WIDTH = {"gan": 256, "dcgan": 64, "vae": 32, "ae": 32, "classifier": 32}
 
 

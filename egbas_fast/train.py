@@ -19,7 +19,10 @@ from . import checkpoint as ckpt
 from . import data as datasets
 from . import models
 
-_LR = {"gan": 2e-4, "dcgan": 2e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
+_LR = {"gan": 2e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
+# Small batches for the generative models: a 5-epoch run on 5,000 images needs thousands of updates, not hundreds
+# (dcgan on mnist5k, 5 epochs: batch 64 -> 20% confidently classified samples, 16 -> 40-48%, 8 -> 50-56%).
+_BATCH = {"gan": 32, "dcgan": 8, "vae": 8, "ae": 32, "classifier": 64}
 N_SAMPLES = 64  # images in samples.png (8 x 8)
 
 
@@ -75,17 +78,19 @@ def _default_out(model, data):
 
 
 def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=False, progress=True,
-          batch_size=64, lr=None, latent_dim=None, width=None, image_size=None, limit=None):
+          batch_size=None, lr=None, latent_dim=None, width=None, image_size=None, limit=None):
     """Train `model` (models.KINDS) on `data` (a data.SOURCES name, or a data.Images / uint8 (N, C, H, W) array)
     for `epochs` epochs in total; returns the checkpoint directory (default runs/<model>-<data>).
 
     Writes out/model.safetensors + config.json after every epoch, out/samples.png (and samples/epoch_NNN.png) for
     generative models, out/losses.png at the end. resume=True continues an existing checkpoint up to `epochs`
     (and returns at once if it is already there); without it an existing checkpoint is an error, not overwritten.
-    Only full batches are used (batch_size is capped at the data size).
+    batch_size, lr, latent_dim, width: None = the kind's default. Only full batches are used (batch_size is capped
+    at the data size).
     """
     if model not in models.KINDS:
         raise KeyError(f"unknown model {model!r}; choose one of {', '.join(models.KINDS)}")
+    batch_size = _BATCH[model] if batch_size is None else batch_size
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if int(value) != value or value <= 0:
             raise TrainingError(f"{name} must be a positive integer, got {value}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import egbas_fast as eg
-from egbas_fast import checkpoint, cli
+from egbas_fast import checkpoint, cli, train
 
 
 def _one_error_line(capsys):
@@ -29,7 +29,7 @@ def test_train_command_writes_a_loadable_checkpoint(tiny_npz, tmp_path, capsys):
     assert cli.main(argv) == 0
     assert f"checkpoint: {out}" in capsys.readouterr().out
     config = checkpoint.read_config(out)
-    assert config["training"] == {"data": f"npz:{tiny_npz}", "seed": 0, "batch_size": 16, "lr": 2e-4,
+    assert config["training"] == {"data": f"npz:{tiny_npz}", "seed": 0, "batch_size": 16, "lr": train._LR["dcgan"],
                                   "n_images": 32}
     assert config["latent_dim"] == 3 and config["width"] == 4
     assert cli.main(argv) == 2  # the checkpoint exists and --resume was not given
