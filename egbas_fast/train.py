@@ -84,7 +84,8 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
 
     Writes out/model.safetensors + config.json after every epoch, out/samples.png (and samples/epoch_NNN.png) for
     generative models, out/losses.png at the end. resume=True continues an existing checkpoint up to `epochs`
-    (and returns at once if it is already there); without it an existing checkpoint is an error, not overwritten.
+    (and returns at once if it is already there) with the checkpoint's own settings (seed, batch size, lr, sizes,
+    image_size, limit); without it an existing checkpoint is an error, not overwritten.
     batch_size, lr, latent_dim, width: None = the kind's default. Only full batches are used (batch_size is capped
     at the data size).
     """
@@ -110,6 +111,8 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
                                 f", not {model} on {data_name}: choose another out directory")
         if state["epoch"] >= epochs:
             return out
+        settings = saved["training"]  # a resumed run must see the same data in the same order
+        seed, batch_size, image_size, limit = (settings[k] for k in ("seed", "batch_size", "image_size", "limit"))
 
     if isinstance(data, str):
         images, labels = datasets.load(data, image_size=image_size, limit=limit)
@@ -128,8 +131,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
         if state is None:
             bundle = models.build(model, images.shape[1:], latent_dim, width,
                                   n_classes=int(labels.max()) + 1 if labels is not None else 10)
-            if model != "gan":
-                bundle.apply(models.init_weights)
+            bundle.apply(models.init_weights)
             epoch, history = 0, {}
         else:
             bundle = models.from_config(state["config"])
@@ -138,8 +140,9 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
         optimizers = optimizers_for(bundle, lr)
         for name, opt_state in (state or {}).get("optimizers", {}).items():
             optimizers[name].load_state_dict(opt_state)
-        training = {"data": data_name, "seed": seed, "batch_size": batch_size,
-                    "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"], "n_images": len(images)}
+        training = {"data": data_name, "seed": seed, "batch_size": batch_size, "image_size": image_size,
+                    "limit": limit, "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
+                    "n_images": len(images)}
         _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, out, seed, progress)
     return out
 

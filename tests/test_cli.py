@@ -29,8 +29,8 @@ def test_train_command_writes_a_loadable_checkpoint(tiny_npz, tmp_path, capsys):
     assert cli.main(argv) == 0
     assert f"checkpoint: {out}" in capsys.readouterr().out
     config = checkpoint.read_config(out)
-    assert config["training"] == {"data": f"npz:{tiny_npz}", "seed": 0, "batch_size": 16, "lr": train._LR["dcgan"],
-                                  "n_images": 32}
+    assert config["training"] == {"data": f"npz:{tiny_npz}", "seed": 0, "batch_size": 16, "image_size": None,
+                                  "limit": None, "lr": train._LR["dcgan"], "n_images": 32}
     assert config["latent_dim"] == 3 and config["width"] == 4
     assert cli.main(argv) == 2  # the checkpoint exists and --resume was not given
     assert "--resume" in _one_error_line(capsys)
