@@ -6,7 +6,7 @@ VAE: negative ELBO; AE: reconstruction; classifier: cross-entropy. A checkpoint 
 epoch; `resume=True` continues from it. Every epoch reseeds torch from (seed, epoch), so a resumed run gives the
 same weights as an uninterrupted one.
 """
-import json
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -126,7 +126,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     if model == "classifier" and labels is None:
         raise TrainingError(f"the classifier needs labelled data; {data_name} has no labels")
 
-    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
+    with _one_thread(), torch.random.fork_rng(devices=[]):  # fork_rng: leave the caller's global RNG as it was
         torch.manual_seed(seed)
         if state is None:
             bundle = models.build(model, images.shape[1:], latent_dim, width,
@@ -145,6 +145,18 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
                     "n_images": len(images)}
         _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, out, seed, progress)
     return out
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Train on one intra-op thread: these small-batch steps are too small to gain from more (on 2 busy cores two
+    threads ran 2.7x slower than one), and the float sums then do not depend on the machine's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, out, seed, progress):

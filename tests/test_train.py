@@ -140,6 +140,18 @@ def test_same_seed_same_weights_other_seed_other_weights(digits, tmp_path):
     assert not _same(runs[0]["model_state"], runs[2]["model_state"])
 
 
+def test_weights_do_not_depend_on_the_callers_thread_count(digits, tmp_path):
+    before = torch.get_num_threads()
+    runs = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        out = train.train("dcgan", digits, epochs=1, out=tmp_path / str(threads), **{**TINY, "width": 16})
+        assert torch.get_num_threads() == threads  # restored
+        runs.append(checkpoint.read_checkpoint(out)["model_state"])
+    torch.set_num_threads(before)
+    assert _same(*runs)
+
+
 def test_training_leaves_the_callers_rng_alone(digits, tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
