@@ -78,11 +78,11 @@ def test_demo_and_explore_dispatch_their_arguments(monkeypatch):
     fake.run_explore = lambda *a: calls.append(("explore", a))
     monkeypatch.setitem(sys.modules, "egbas_fast.demo", fake)
     assert cli.main(["demo"]) == 0
-    assert cli.main(["demo", "--out", "d", "--model", "mnist"]) == 0
+    assert cli.main(["demo", "--out", "d", "--model", "faces"]) == 0
     assert cli.main(["explore", "--checkpoint", "ck", "--layer", "main.5", "--out", "r"]) == 0
     assert cli.main(["explore", "--checkpoint", "ck", "--layer", "main.5", "--keep", "0.1", "--n", "7",
                      "--query-seed", "3", "--seed", "4", "--out", "r"]) == 0
-    assert calls == [("demo", ("egbas-demo", "faces")), ("demo", ("d", "mnist")),
+    assert calls == [("demo", ("egbas-demo", "mnist")), ("demo", ("d", "faces")),
                      ("explore", ("ck", "main.5", 0.05, 500, 0, 0, "r")),
                      ("explore", ("ck", "main.5", 0.1, 7, 3, 4, "r"))]
 
