@@ -102,7 +102,8 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_goes(digits, tmp_pa
     straight = train.train("dcgan", digits, epochs=2, out=tmp_path / "a", **TINY)
     train.train("dcgan", digits, epochs=1, out=tmp_path / "b", **TINY)
     # the checkpoint's own seed and batch size win over the call's: the resumed epoch sees the same batches
-    resumed = train.train("dcgan", digits, epochs=2, out=tmp_path / "b", resume=True, seed=9, **{**TINY, "batch_size": 8})
+    resumed = train.train("dcgan", digits, epochs=2, out=tmp_path / "b", resume=True, seed=9,
+                          **{**TINY, "batch_size": 8})
     a, b = checkpoint.read_checkpoint(straight), checkpoint.read_checkpoint(resumed)
     assert a["epoch"] == b["epoch"] == 2
     assert _same(a["model_state"], b["model_state"])
