@@ -26,12 +26,18 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not ours."""
 
 
+_UMASK = os.umask(0)  # read once at import (reading it means setting it)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write):
-    """Call write(tmp_path) then rename tmp over `path`: readers see the old file or the new one, never half."""
+    """Call write(tmp_path) then rename tmp over `path`: readers see the old file or the new one, never half.
+    The file gets the ordinary permissions (0666 & ~umask) whatever the writer used (safetensors writes 0600)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

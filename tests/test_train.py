@@ -82,6 +82,7 @@ def test_train_writes_a_checkpoint_that_loads_to_identical_outputs(kind, digits,
     assert {"model.safetensors", "config.json", "losses.png"} <= files
     assert ("samples.png" in files) == (kind != "classifier")
     assert not [p for p in out.rglob("*.tmp")]
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
     config = checkpoint.read_config(out)
     assert json.loads((out / "config.json").read_text()) == config
     assert config["model"] == kind and config["training"]["data"] == "array"
