@@ -11,6 +11,13 @@ from egbas_fast import checkpoint, data, models, train
 TINY = dict(width=4, latent_dim=3, batch_size=16, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Direct step() calls run on one thread, as train() runs them (tiny ops stall on a busy machine otherwise)."""
+    with train._one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", limit=64)  # (64, 1, 8, 8) with labels
