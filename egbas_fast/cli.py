@@ -60,7 +60,7 @@ def build_parser():
     train.add_argument("--latent-dim", type=_positive_int, default=None)
     train.add_argument("--width", type=_positive_int, default=None, help="feature width (ngf/ndf, MLP hidden)")
     train.add_argument("--image-size", type=_positive_int, default=None, help="resize images to SIZE x SIZE")
-    train.add_argument("--limit", type=_positive_int, default=None, help="use only the first N images")
+    train.add_argument("--limit", type=_positive_int, default=None, help="use a fixed random subset of N images")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     explore = commands.add_parser("explore", help="explore the generative region of a query in a checkpoint")
