@@ -5,6 +5,7 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -82,7 +83,7 @@ class Pool {
       while (int(workers_.size()) < threads - 1) workers_.emplace_back([this] { loop(); });
       job->max_helpers = threads - 1;
       job_ = job;
-      ++generation_;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     in_worker() = true;
@@ -102,11 +103,15 @@ class Pool {
     in_worker() = true;
     uint64_t seen = 0;
     for (;;) {
+      // Spin a little before parking: waking a parked thread (an idle vCPU on a VM) can take
+      // milliseconds, as long as a whole job, so back-to-back calls would run on one thread.
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+      while (generation_.load() == seen && std::chrono::steady_clock::now() < spin_until) std::this_thread::yield();
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        wake_.wait(lock, [&] { return generation_.load() != seen; });
+        seen = generation_.load();
         job = job_;
       }
       if (job && job->helpers.fetch_add(1) < job->max_helpers) job->work();
@@ -117,7 +122,8 @@ class Pool {
   std::condition_variable wake_;
   std::vector<std::thread> workers_;
   std::shared_ptr<Job> job_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  static constexpr int kSpinMicros = 1000;
 };
 
 }  // namespace detail
