@@ -16,13 +16,7 @@ from .toys import TOYS, conv_generator, reference_values
 TOY = {t.name: t for t in TOYS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Thousands of tiny forwards: one intra-op thread avoids OpenMP spin contention on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_region(name, layer, seed=0, share=None):
