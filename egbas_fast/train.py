@@ -193,9 +193,35 @@ def _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, o
             if progress:
                 print(f"epoch {epoch}: held-out accuracy {accuracy:.4f}")
         else:
+            if isinstance(bundle, (models.GAN, models.VAE)):
+                prior_batchnorm_stats(getattr(bundle, bundle.explorable), seed=_epoch_seed(seed, epoch))
             _write_samples(bundle, fixed, out, epoch)
         ckpt.save_checkpoint(out, bundle, epoch=epoch, optimizers=optimizers, history=history, training=training)
     write_loss_plot(history, out / "losses.png")
+
+
+def prior_batchnorm_stats(generator, seed=0, n=5000, batch=250):
+    """Set the BatchNorm running statistics of `generator` to their exact averages over n latents z ~ N(0, I),
+    the distribution it is sampled from. Training leaves in them a moving average over the last few small batches
+    of training inputs, which for the VAE decoder are posterior samples z ~ q(z|x), not prior ones: sampling the
+    mnist5k VAE from the prior with those statistics gave 42% confidently classified digits, with these 50%.
+    Only the buffers change (training normalises with batch statistics), so the training run is unaffected."""
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    g = torch.Generator().manual_seed(seed)
+    was_training = generator.training
+    generator.train()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    with torch.no_grad():
+        for _ in range(-(-n // batch)):
+            generator(torch.randn(batch, generator.egbas_config["latent_dim"], generator=g))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    generator.train(was_training)
 
 
 def _fixed_inputs(bundle, x_all, seed):
