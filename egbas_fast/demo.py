@@ -25,12 +25,10 @@ def cache_dir():
 def mnist_dcgan(progress=True):
     """The demo's MNIST DCGAN generator: trained on first use (resumed if a run was interrupted), then cached."""
     from . import checkpoint
-    from .train import train
+    from .train import RECIPE, train
 
-    from . import __version__
-
-    # the version is in the name: a newer package may train with other defaults
-    out = cache_dir() / "-".join([f"v{__version__}"] + [f"{k}={v}" for k, v in sorted(MNIST_TRAINING.items())])
+    # the training recipe is in the name: a newer package may train with other defaults
+    out = cache_dir() / "-".join([f"recipe{RECIPE}"] + [f"{k}={v}" for k, v in sorted(MNIST_TRAINING.items())])
     if not (out / "model.safetensors").exists():
         print(f"egbas demo: training a small DCGAN on {MNIST_TRAINING['data']} once (cached in {out})")
     train(out=out, resume=True, progress=progress, **MNIST_TRAINING)  # returns at once when already complete

@@ -25,6 +25,9 @@ _LR = {"gan": 5e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
 # gan: batch 32 -> 0% (collapsed), 8 with lr 5e-4 -> 32%).
 _BATCH = {"gan": 8, "dcgan": 8, "vae": 8, "ae": 32, "classifier": 64}
 N_SAMPLES = 64  # images in samples.png (8 x 8)
+# Bump when a default or the training procedure changes what train() produces: cached models (egbas demo) are
+# keyed by it, so an upgraded package does not reuse a model trained by the old recipe.
+RECIPE = 2
 
 
 class TrainingError(ValueError):
