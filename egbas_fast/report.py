@@ -42,8 +42,11 @@ def check_writable(out_dir):
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} is not writable")
+    try:  # really try (os.access says yes to root even on read-only or pseudo file systems); leaves nothing
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".egbas-probe-"))
+    except OSError as e:
+        raise OutputDirectoryError(f"output directory {str(path)!r}: cannot create files in {str(probe)!r} "
+                                   f"({e.strerror})") from None
     return path
 
 

@@ -3,6 +3,7 @@ import base64
 import io
 import json
 import os
+from pathlib import Path
 import re
 import shutil
 
@@ -138,6 +139,28 @@ def test_check_writable_creates_nothing(tmp_path):
     target = tmp_path / "a" / "b"
     assert report.check_writable(target) == target
     assert not (tmp_path / "a").exists()
+
+
+def test_check_writable_really_tries(tmp_path):
+    """A directory that refuses new entries is caught even when os.access would say yes (root, pseudo file
+    systems): the check creates and removes a probe, leaving nothing behind."""
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        if os.access(readonly, os.W_OK) and os.geteuid() != 0:
+            pytest.skip("this file system ignores permission bits")
+        if os.geteuid() == 0:  # root writes through 0555: use a directory no one can create entries in
+            target = Path("/proc/egbas-no-such-dir/out")
+            if not Path("/proc").is_dir():
+                pytest.skip("no /proc")
+        else:
+            target = readonly / "out"
+        with pytest.raises(report.OutputDirectoryError, match="cannot create files"):
+            report.check_writable(target)
+        assert list(readonly.iterdir()) == []
+    finally:
+        readonly.chmod(0o755)
 
 
 def test_atomic_write_never_leaves_a_half_file(tmp_path, monkeypatch):
