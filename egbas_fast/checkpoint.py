@@ -8,13 +8,13 @@ A checkpoint directory holds
     config.json        the same config, for people and tools that do not read safetensors.
 """
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ._files import atomic_write
 from . import models
 
 WEIGHTS = "model.safetensors"
@@ -26,22 +26,6 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not ours."""
 
 
-_UMASK = os.umask(0)  # read once at import (reading it means setting it)
-os.umask(_UMASK)
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path) then rename tmp over `path`: readers see the old file or the new one, never half.
-    The file gets the ordinary permissions (0666 & ~umask) whatever the writer used (safetensors writes 0600)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _weights_path(path):

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import atomic_write
+
 THRESHOLD = 0.9
 
 
@@ -72,8 +74,7 @@ def main(argv=None):
         for path in args.checkpoints:
             result = judge(checkpoint.load(path), classifier, n=args.n, seed=args.seed)
             result["judge"], result["judge_accuracy"] = str(judge_dir), accuracy
-            checkpoint.atomic_write(Path(path) / "quality.json",
-                                    lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+            atomic_write(Path(path) / "quality.json", (json.dumps(result, indent=2) + "\n").encode())
             print(f"{path:40s} {result['confident']:13.1%}  {result['classes_present']:7d}  {result['histogram']}")
     except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
         print(f"quality: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_write
+
 # The files `write_report` produces, in the order the page shows the pictures.
 PNG_FILES = ("query.png", "egbas.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
 REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
 
 
-_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only be read by setting it) ...
-os.umask(_UMASK)  # ... and put it back
 
 
 # --------------------------------------------------------------------------------------------- output directory
@@ -50,19 +50,6 @@ def check_writable(out_dir):
     return path
 
 
-def atomic_write(path, data):
-    """Write bytes to `path` through a temp file in the same directory + os.replace: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(out_dir, files):

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
+from ._files import atomic_write
 from . import data as datasets
 from . import models
 
@@ -267,7 +268,7 @@ def save_png(array, path):
     """uint8 (H, W, C) with C in {1, 3} -> PNG, atomically."""
     from PIL import Image
     picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    ckpt.atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+    atomic_write(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def write_loss_plot(history, path):
@@ -288,5 +289,5 @@ def write_loss_plot(history, path):
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    ckpt.atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from egbas_fast import report
+from egbas_fast import _files, report
 from egbas_fast.exploration import explore, random_directions
 from egbas_fast.region import GenerativeRegion
 
@@ -176,7 +176,7 @@ def test_atomic_write_never_leaves_a_half_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["summary.json"]
     report.atomic_write(path, b"new")
-    assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~report._UMASK
+    assert path.read_bytes() == b"new" and (path.stat().st_mode & 0o777) == 0o666 & ~_files._UMASK
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
