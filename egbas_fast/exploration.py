@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._checks import positive_int, positive_real
+from ._checks import seed as check_seed
+
 from . import core
 
 BISECT_STEPS = 2  # a rejected candidate is resolved to 1/4 of its segment: 2 extra forwards of the rejected ones
@@ -30,30 +33,6 @@ PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/rad
 
 
 # -------------------------------------------------------------------------------------------------- validation
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v <= 0:
-        raise ValueError(f"{name} must be >= 1, got {v}")
-    return int(v)
-
-
-def _positive_float(name, v):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}") from None
-    if not math.isfinite(f) or f <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {v}")
-    return f
-
-
-def _seed(v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ValueError(f"seed must be an int >= 0, got {v!r}")
-    return int(v)
-
-
 def _check_region(region):
     for attr in ("dim", "query", "contains", "boundary_distance", "generate"):
         if not hasattr(region, attr):
@@ -156,9 +135,9 @@ def sample_ball(region, n=500, *, eps, norm="l2", seed=0):
     """The ε baseline: n latents uniform in the L2 ball (norm="l2") or the L∞ cube (norm="linf") of radius `eps`
     around the query, with their membership evaluated (samples are NOT filtered: leaking out is the point)."""
     _check_region(region)
-    n = _positive_int("n", n)
-    eps = _positive_float("eps", eps)
-    seed = _seed(seed)
+    n = positive_int(n, "n")
+    eps = positive_real(eps, "eps")
+    seed = check_seed(seed)
     if norm == "l2":
         z = core.random_uniform_ball(region.query, eps, n, seed)
     elif norm == "linf":
@@ -180,12 +159,12 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     counter-based stream in the core (one per proposal), so the tree is identical whatever the thread count.
     """
     _check_region(region)
-    n = _positive_int("n", n)
-    batch = _positive_int("batch", batch)
-    step = None if step is None else _positive_float("step", step)
-    radius = None if radius is None else _positive_float("radius", radius)
-    max_proposals = PROPOSALS_PER_NODE * n if max_proposals is None else _positive_int("max_proposals", max_proposals)
-    seed = _seed(seed)
+    n = positive_int(n, "n")
+    batch = positive_int(batch, "batch")
+    step = None if step is None else positive_real(step, "step")
+    radius = None if radius is None else positive_real(radius, "radius")
+    max_proposals = PROPOSALS_PER_NODE * n if max_proposals is None else positive_int(max_proposals, "max_proposals")
+    seed = check_seed(seed)
 
     t0 = time.perf_counter()
     member_seconds = 0.0

@@ -5,30 +5,13 @@ C++ core (`core.pack_signs`) and counts the selected bits that differ from the q
 a latent is inside iff that count is 0. The forward runs only the network's prefix up to the layer.
 """
 import copy
-import math
-import numbers
 
 import numpy as np
 import torch
 
 from . import core
+from ._checks import finite_real, positive_int, positive_real
 from .layers import LayerNotReached, LayerOutputError, evaluating, get_layer, model_device, model_dtype, prefix_output
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
-
-
-def _check_finite_real(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
 
 
 def _as_real_array(x, name):
@@ -66,8 +49,8 @@ class GenerativeRegion:
         self._module = get_layer(model, layer)  # validates model and layer
         self.model, self.layer = model, layer
         # The core compares float32 values, so the threshold is the float32 the core sees.
-        self.threshold = float(np.float32(_check_finite_real(threshold, "threshold")))
-        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.threshold = float(np.float32(finite_real(threshold, "threshold")))
+        self.batch_size = positive_int(batch_size, "batch_size")
         q = _as_real_array(query, "query")
         if q.ndim == 0 or 0 in q.shape:
             raise ValueError(f"query must be one latent without the batch dim, e.g. (d,) or (d, 1, 1); got shape "
@@ -194,13 +177,9 @@ class GenerativeRegion:
         be the first exit. A ray still inside at `max_distance` returns `max_distance`; with max_distance=None
         the march stops at 1e4 * max(1, |query|) and such rays return inf (the region is unbounded there).
         """
-        tol = _check_finite_real(tol, "tol")
-        if tol <= 0:
-            raise ValueError(f"tol must be > 0, got {tol}")
+        tol = positive_real(tol, "tol")
         if max_distance is not None:
-            max_distance = _check_finite_real(max_distance, "max_distance")
-            if max_distance <= 0:
-                raise ValueError(f"max_distance must be > 0, got {max_distance}")
+            max_distance = positive_real(max_distance, "max_distance")
         U = self._as_batch(directions, "directions").to(torch.float64).cpu().numpy()  # (k, d)
         norms = np.linalg.norm(U, axis=1)
         if (norms == 0).any():

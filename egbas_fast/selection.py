@@ -15,13 +15,14 @@ gives the identical region. `fidelity` is measured with the hard 0/1 mask of the
 a seeded torch.Generator: same seed, same result.
 """
 import math
-import numbers
 
 import numpy as np
 import torch
 
 from .layers import evaluating, masked_forward
-from .region import GenerativeRegion, _check_finite_real, _check_positive_int
+from ._checks import finite_real, positive_int, positive_real
+from ._checks import seed as check_seed
+from .region import GenerativeRegion
 
 
 class Selection:
@@ -72,21 +73,18 @@ def select_boundaries(model, layer, query, keep=None, sparsity=1.0, steps=200, l
     """
     region = GenerativeRegion(model, layer, query, threshold=threshold, batch_size=batch_size)  # validates
     if keep is not None:
-        keep = _check_finite_real(keep, "keep")
+        keep = finite_real(keep, "keep")
         if not 0 < keep <= 1:
             raise ValueError(f"keep must be a fraction in (0, 1] (e.g. 0.05 for the top 5%) or None, got {keep}")
-    sparsity = _check_finite_real(sparsity, "sparsity")
+    sparsity = finite_real(sparsity, "sparsity")
     if sparsity < 0:
         raise ValueError(f"sparsity must be >= 0, got {sparsity}")
-    steps = int(_check_positive_int(steps, "steps"))
-    samples = _check_positive_int(samples, "samples")
-    for value, name in ((lr, "lr"), (temperature, "temperature")):
-        if _check_finite_real(value, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    if not 0 < _check_finite_real(init, "init") < 1:
+    steps = int(positive_int(steps, "steps"))
+    samples = positive_int(samples, "samples")
+    lr, temperature = positive_real(lr, "lr"), positive_real(temperature, "temperature")
+    if not 0 < finite_real(init, "init") < 1:
         raise ValueError(f"init must be a probability in (0, 1), got {init}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
 
     n = region.n_units
     count = None if keep is None else max(1, math.ceil(keep * n - 1e-9))  # keep=0.05 of 8192 units -> 410
