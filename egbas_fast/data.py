@@ -11,7 +11,6 @@
 """
 import gzip
 import importlib.metadata
-import os
 import pickle
 from pathlib import Path
 from typing import NamedTuple, Optional

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 import egbas_fast as eg
 from egbas_fast import checkpoint, data, models, train
