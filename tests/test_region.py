@@ -43,12 +43,17 @@ def test_membership_equals_plain_torch(toy, threshold):
         assert 0 < (want == 0).sum() < len(Z), "the points must straddle the region to test anything"
 
 
-def test_polytope_analytic():
+def _polytope(seed):
+    """Linear(3 -> 8) + ReLU: its regions are the cells of 8 planes. Returns model, W, b (float64), query, rng."""
     model = linear_relu(d=3, n=8)
     W = model[0].weight.detach().double().numpy()
     b = model[0].bias.detach().double().numpy()
-    rng = np.random.default_rng(1)
-    query = rng.standard_normal(3).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return model, W, b, rng.standard_normal(3).astype(np.float32), rng
+
+
+def test_polytope_analytic():
+    model, W, b, query, rng = _polytope(seed=1)
     Z = _points(query, 5000, rng)
     pre = Z.astype(np.float64) @ W.T + b  # (n, 8)
     want = ((pre > 0) == (W @ query.astype(np.float64) + b > 0)).all(1)
@@ -70,11 +75,7 @@ def _analytic_exit(W, b, q, U):
 
 
 def test_boundary_distance_is_the_analytic_exit_of_the_polytope():
-    model = linear_relu(d=3, n=8)
-    W = model[0].weight.detach().double().numpy()
-    b = model[0].bias.detach().double().numpy()
-    rng = np.random.default_rng(2)
-    query = rng.standard_normal(3).astype(np.float32)
+    model, W, b, query, rng = _polytope(seed=2)
     U = rng.standard_normal((64, 3))
     region = GenerativeRegion(model, "1", query)
     want = _analytic_exit(W, b, query.astype(np.float64), U / np.linalg.norm(U, axis=1, keepdims=True))
