@@ -13,6 +13,13 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _positive_float(text):
     value = float(text)
     if not value > 0 or value == float("inf"):
@@ -59,6 +66,8 @@ def build_parser():
     train.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
     train.add_argument("--latent-dim", type=_positive_int, default=None)
     train.add_argument("--width", type=_positive_int, default=None, help="feature width (ngf/ndf, MLP hidden)")
+    train.add_argument("--extra-layers", type=_non_negative_int, default=None,
+                       help="dcgan/vae: same-size 3x3 blocks after each strided one (default: 1; 0 = plain DCGAN)")
     train.add_argument("--image-size", type=_positive_int, default=None, help="resize images to SIZE x SIZE")
     train.add_argument("--limit", type=_positive_int, default=None, help="use a fixed random subset of N images")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,7 +88,8 @@ def _run(args):
         from .train import train
         out = train(model=args.model, data=args.data, epochs=args.epochs, out=args.out, seed=args.seed,
                     resume=args.resume, progress=not args.quiet, lr=args.lr, latent_dim=args.latent_dim,
-                    width=args.width, image_size=args.image_size, limit=args.limit, batch_size=args.batch_size)
+                    width=args.width, image_size=args.image_size, limit=args.limit, batch_size=args.batch_size,
+                    extra_layers=args.extra_layers)
         print(f"checkpoint: {out}")
     elif args.command == "demo":
         from .demo import run_demo

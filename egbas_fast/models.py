@@ -27,6 +27,8 @@ _DEFAULT_WIDTH = {"gan": 256, "dcgan": 64, "vae": 64, "ae": 32, "classifier": 32
 # batch each by its own 8-sample statistics; without it, 5-epoch mnist5k runs gave 59% / 52% confidently
 # classified samples for seeds 0 / 1 instead of 56% / 48%. (Checkpoints whose config lacks the key have it.)
 _DISCRIMINATOR_BATCHNORM = False
+# One same-size 3x3 block after each strided block, in both networks (dcgan: G and D; vae: decoder and encoder).
+_DEFAULT_EXTRA_LAYERS = {"dcgan": 1, "vae": 1}
 
 
 def conv_plan(size):
@@ -52,18 +54,26 @@ def _image_side(image_shape):
 
 class DCGANGenerator(nn.Module):
     """z (B, nz) or (B, nz, 1, 1) -> image (B, nc, S, S) in [-1, 1]. pytorch/examples DCGAN generator: the
-    first transposed conv expands the 1x1 latent to start x start, each further one doubles the side."""
+    first transposed conv expands the 1x1 latent to start x start, each further one doubles the side.
+    extra_layers > 0 adds that many 3x3 stride-1 (ConvTranspose2d, BatchNorm2d, ReLU) blocks after each hidden
+    block (the "extra layers" of the original DCGAN code); 0 is the pytorch/examples network exactly."""
 
-    def __init__(self, latent_dim, image_shape, width=64):
+    def __init__(self, latent_dim, image_shape, width=64, extra_layers=0):
         super().__init__()
         nc, side = image_shape[0], _image_side(image_shape)
         start, doublings = conv_plan(side)
         self.latent_dim = latent_dim
         widths = [width * 2 ** (doublings - 1 - i) for i in range(doublings)]  # 64x64: 8ngf, 4ngf, 2ngf, ngf
-        layers = [nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
-                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # (B, widths[0], start, start)
+
+        def block(cin, cout, *conv):  # ConvTranspose2d, BatchNorm2d, ReLU, then the extra same-size blocks
+            layers = [nn.ConvTranspose2d(cin, cout, *conv, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            for _ in range(extra_layers):
+                layers += [nn.ConvTranspose2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            return layers
+
+        layers = block(latent_dim, widths[0], start, 1, 0)  # (B, widths[0], start, start)
         for cin, cout in zip(widths, widths[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += block(cin, cout, 4, 2, 1)  # side doubles
         layers += [nn.ConvTranspose2d(widths[-1], nc, 4, 2, 1, bias=False), nn.Tanh()]  # (B, nc, side, side)
         self.main = nn.Sequential(*layers)
 
@@ -74,20 +84,28 @@ class DCGANGenerator(nn.Module):
 class ConvEncoder(nn.Module):
     """image (B, nc, S, S) -> (B, out_dim): the DCGAN discriminator stack (strided convs, BatchNorm, LeakyReLU),
     its last conv collapsing start x start to 1x1. The discriminator (out_dim=1, logits), the VAE/AE encoder
-    and the classifier are all this network. batchnorm=False leaves out the BatchNorm layers."""
+    and the classifier are all this network. batchnorm=False leaves out the BatchNorm layers; extra_layers > 0
+    adds that many 3x3 stride-1 (Conv2d, LeakyReLU) blocks after each strided block."""
 
-    def __init__(self, image_shape, out_dim, width=64, batchnorm=True):
+    def __init__(self, image_shape, out_dim, width=64, batchnorm=True, extra_layers=0):
         super().__init__()
         nc, side = image_shape[0], _image_side(image_shape)
         start, doublings = conv_plan(side)
         widths = [width * 2 ** i for i in range(doublings)]  # 64x64: ndf, 2ndf, 4ndf, 8ndf
         layers = [nn.Conv2d(nc, widths[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for cin, cout in zip(widths, widths[1:]):
+            layers += self._extra(cin, extra_layers)
             layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
             layers += [nn.BatchNorm2d(cout)] if batchnorm else []
             layers += [nn.LeakyReLU(0.2, inplace=True)]
+        layers += self._extra(widths[-1], extra_layers)
         layers += [nn.Conv2d(widths[-1], out_dim, start, 1, 0)]  # (B, out_dim, 1, 1)
         self.main = nn.Sequential(*layers)
+
+    @staticmethod
+    def _extra(channels, n):
+        """n same-size blocks (3x3 stride-1 Conv2d, LeakyReLU) after a strided one."""
+        return [m for _ in range(n) for m in (nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))]
 
     def forward(self, x):
         return self.main(x).flatten(1)
@@ -138,11 +156,11 @@ class VAE(nn.Module):
     """Encoder -> (mu, log sigma^2) -> reparameterised z -> decoder; the decoder is the generator E-GBAS explores."""
     explorable = "decoder"
 
-    def __init__(self, latent_dim, image_shape, width=32):
+    def __init__(self, latent_dim, image_shape, width=32, extra_layers=0):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = ConvEncoder(image_shape, 2 * latent_dim, width)
-        self.decoder = DCGANGenerator(latent_dim, image_shape, 2 * width)
+        self.encoder = ConvEncoder(image_shape, 2 * latent_dim, width, extra_layers=extra_layers)
+        self.decoder = DCGANGenerator(latent_dim, image_shape, 2 * width, extra_layers)
 
     def forward(self, x):
         """x (B, C, H, W) in [-1, 1] -> (pre-Tanh decoder output (B, C, H, W), mu (B, d), logvar (B, d))."""
@@ -185,9 +203,11 @@ class Classifier(nn.Module):
         return self.classifier(x)
 
 
-def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discriminator_batchnorm=None):
+def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discriminator_batchnorm=None,
+          extra_layers=None):
     """The untrained bundle for `model` in KINDS, for images of `image_shape` (C, H, W). Each bundle and each of its
-    parts gets `egbas_config`; `from_config(bundle.egbas_config)` rebuilds the same architecture."""
+    parts gets `egbas_config`; `from_config(bundle.egbas_config)` rebuilds the same architecture.
+    extra_layers (dcgan, vae): same-size 3x3 blocks after each strided one, in both networks (None = default)."""
     if model not in KINDS:
         raise KeyError(f"unknown model {model!r}; choose one of {', '.join(KINDS)}")
     image_shape = tuple(int(s) for s in image_shape)
@@ -195,18 +215,22 @@ def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discrim
         raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape}")
     latent_dim = _DEFAULT_LATENT[model] if latent_dim is None or model == "classifier" else int(latent_dim)
     width = _DEFAULT_WIDTH[model] if width is None else int(width)
+    extra_layers = _DEFAULT_EXTRA_LAYERS.get(model, 0) if extra_layers is None else int(extra_layers)
     if width <= 0 or (latent_dim is not None and latent_dim <= 0):
         raise ValueError(f"latent_dim and width must be positive, got latent_dim={latent_dim}, width={width}")
+    if extra_layers < 0 or (extra_layers and model not in _DEFAULT_EXTRA_LAYERS):
+        raise ValueError(f"extra_layers must be >= 0 and only applies to {', '.join(_DEFAULT_EXTRA_LAYERS)}, "
+                         f"got {extra_layers} for {model}")
 
     if model == "gan":
         bundle = GAN(MLPGenerator(latent_dim, image_shape, width), MLPDiscriminator(image_shape, width))
     elif model == "dcgan":
         if discriminator_batchnorm is None:
             discriminator_batchnorm = _DISCRIMINATOR_BATCHNORM
-        bundle = GAN(DCGANGenerator(latent_dim, image_shape, width),
-                     ConvEncoder(image_shape, 1, width, batchnorm=bool(discriminator_batchnorm)))
+        bundle = GAN(DCGANGenerator(latent_dim, image_shape, width, extra_layers),
+                     ConvEncoder(image_shape, 1, width, bool(discriminator_batchnorm), extra_layers))
     elif model == "vae":
-        bundle = VAE(latent_dim, image_shape, width)
+        bundle = VAE(latent_dim, image_shape, width, extra_layers)
     elif model == "ae":
         bundle = AutoEncoder(latent_dim, image_shape, width)
     else:
@@ -219,6 +243,8 @@ def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discrim
               "output_shape": list(image_shape) if latent_dim is not None else [n_classes]}
     if model == "dcgan":
         config["discriminator_batchnorm"] = bool(discriminator_batchnorm)
+    if model in _DEFAULT_EXTRA_LAYERS:
+        config["extra_layers"] = extra_layers
     for module in (bundle, *bundle.children()):
         module.egbas_config = config
     return bundle
@@ -227,7 +253,8 @@ def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discrim
 def from_config(config):
     """The untrained bundle described by an `egbas_config` dict (as saved in a checkpoint's config.json)."""
     return build(config["model"], config["image_shape"], config.get("latent_dim"), config.get("width"),
-                 config.get("n_classes", 10), config.get("discriminator_batchnorm", True))
+                 config.get("n_classes", 10), config.get("discriminator_batchnorm", True),
+                 config.get("extra_layers", 0) if config["model"] in _DEFAULT_EXTRA_LAYERS else None)
 
 
 def init_weights(module):

@@ -28,7 +28,7 @@ _BATCH = {"gan": 8, "dcgan": 8, "vae": 8, "ae": 32, "classifier": 64}
 N_SAMPLES = 64  # images in samples.png (8 x 8)
 # Bump when a default or the training procedure changes what train() produces: cached models (egbas demo) are
 # keyed by it, so an upgraded package does not reuse a model trained by the old recipe.
-RECIPE = 2
+RECIPE = 3
 
 
 class TrainingError(ValueError):
@@ -83,7 +83,7 @@ def _default_out(model, data):
 
 
 def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=False, progress=True,
-          batch_size=None, lr=None, latent_dim=None, width=None, image_size=None, limit=None):
+          batch_size=None, lr=None, latent_dim=None, width=None, image_size=None, limit=None, extra_layers=None):
     """Train `model` (models.KINDS) on `data` (a data.SOURCES name, or a data.Images / uint8 (N, C, H, W) array)
     for `epochs` epochs in total; returns the checkpoint directory (default runs/<model>-<data>).
 
@@ -91,7 +91,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     generative models, out/losses.png at the end. resume=True continues an existing checkpoint up to `epochs`
     (and returns at once if it is already there) with the checkpoint's own settings (seed, batch size, lr, sizes,
     image_size, limit); without it an existing checkpoint is an error, not overwritten.
-    batch_size, lr, latent_dim, width: None = the kind's default. Only full batches are used (batch_size is capped
+    batch_size, lr, latent_dim, width, extra_layers: None = the kind's default (models.build). Only full batches are used (batch_size is capped
     at the data size).
     """
     if model not in models.KINDS:
@@ -135,7 +135,8 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
         torch.manual_seed(seed)
         if state is None:
             bundle = models.build(model, images.shape[1:], latent_dim, width,
-                                  n_classes=int(labels.max()) + 1 if labels is not None else 10)
+                                  n_classes=int(labels.max()) + 1 if labels is not None else 10,
+                                  extra_layers=extra_layers)
             bundle.apply(models.init_weights)
             epoch, history = 0, {}
         else:

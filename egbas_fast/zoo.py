@@ -32,7 +32,7 @@ def face_dcgan():
     """
     path = _face_weights_path()
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
-    generator = models.build("dcgan", (3, 64, 64), latent_dim=100, width=64).generator
+    generator = models.build("dcgan", (3, 64, 64), latent_dim=100, width=64, extra_layers=0).generator
     generator.load_state_dict(checkpoint["netG_state_dict"])  # strict: every key main.0.weight, ... must match
     generator.egbas_config = {**generator.egbas_config, "source": f"{FACE_PACKAGE}==1.1.1 (DigiFace-1M)"}
     return generator.eval()

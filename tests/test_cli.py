@@ -25,13 +25,13 @@ def tiny_npz(tmp_path):
 def test_train_command_writes_a_loadable_checkpoint(tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--model", "dcgan", "--data", f"npz:{tiny_npz}", "--epochs", "1", "--out", str(out),
-            "--batch-size", "16", "--width", "4", "--latent-dim", "3", "--quiet"]
+            "--batch-size", "16", "--width", "4", "--latent-dim", "3", "--extra-layers", "2", "--quiet"]
     assert cli.main(argv) == 0
     assert f"checkpoint: {out}" in capsys.readouterr().out
     config = checkpoint.read_config(out)
     assert config["training"] == {"data": f"npz:{tiny_npz}", "seed": 0, "batch_size": 16, "image_size": None,
                                   "limit": None, "lr": train._LR["dcgan"], "n_images": 32}
-    assert config["latent_dim"] == 3 and config["width"] == 4
+    assert config["latent_dim"] == 3 and config["width"] == 4 and config["extra_layers"] == 2
     assert cli.main(argv) == 2  # the checkpoint exists and --resume was not given
     assert "--resume" in _one_error_line(capsys)
     assert cli.main(argv[:5] + ["--epochs", "2"] + argv[7:] + ["--resume"]) == 0
@@ -47,6 +47,8 @@ def test_train_command_writes_a_loadable_checkpoint(tiny_npz, tmp_path, capsys):
     (["train"], "egbas train: error: the following arguments are required: --model"),
     (["explore", "--checkpoint", "c", "--layer", "l", "--out", "o", "--keep", "1.5"], "must be in (0, 1]"),
     (["explore", "--checkpoint", "c", "--layer", "l", "--out", "o", "--n", "-3"], "must be a positive integer"),
+    (["train", "--model", "dcgan", "--extra-layers", "-1"], "argument --extra-layers: must be an integer >= 0"),
+    (["train", "--model", "gan", "--extra-layers", "1"], "extra_layers must be >= 0 and only applies to dcgan, vae"),
     (["demo", "--model", "cats"], "argument --model: invalid choice: 'cats'"),
     ([], "egbas: error: the following arguments are required: COMMAND"),
 ])

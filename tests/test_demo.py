@@ -86,12 +86,13 @@ def test_demo_trains_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
     assert "training" not in capsys.readouterr().out
     assert (cached / "model.safetensors").stat().st_mtime_ns == weights
     one, two = (json.loads((p / "summary.json").read_text()) for p in (first, second))
-    assert one["region"] == two["region"] and one["region"]["layer"] == "main.5"  # the middle of main.2, main.5
+    # ReLUs main.2, 5, 8, 11 (one extra block after each strided one); the demo explores the middle one
+    assert one["region"] == two["region"] and one["region"]["layer"] == "main.8"
     assert np.array_equal(np.load(first / "latents.npz")["latents"], np.load(second / "latents.npz")["latents"])
 
 
 def test_middle_layer_and_query():
-    gen = models.build("dcgan", (3, 64, 64), latent_dim=100, width=4).generator
+    gen = models.build("dcgan", (3, 64, 64), latent_dim=100, width=4, extra_layers=0).generator
     assert demo.relu_layers(gen) == ["main.2", "main.5", "main.8", "main.11"]
     assert demo.middle_layer(gen) == "main.8"
     q = demo.query_latent(gen, 5)

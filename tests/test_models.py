@@ -48,7 +48,7 @@ def _pytorch_examples_dcgan(nz=100, ngf=64, nc=3):
 
 
 def test_dcgan_64_is_the_pytorch_examples_generator_module_for_module():
-    ours = models.build("dcgan", (3, 64, 64), latent_dim=100, width=8).generator
+    ours = models.build("dcgan", (3, 64, 64), latent_dim=100, width=8, extra_layers=0).generator
     ref = _pytorch_examples_dcgan(ngf=8)
     assert [type(m) for m in ours.main] == [type(m) for m in ref]
     assert all(m.inplace for m in ours.main if isinstance(m, nn.ReLU))
@@ -62,14 +62,31 @@ def test_dcgan_64_is_the_pytorch_examples_generator_module_for_module():
         assert torch.equal(ours.eval()(z), ref.eval()(z.view(4, 100, 1, 1)))
 
 
-def test_dcgan_28_layout_starts_at_7x7_and_doubles():
-    g = models.build("dcgan", (1, 28, 28), latent_dim=5, width=4).generator
+@pytest.mark.parametrize("extra", [0, 1, 2])
+def test_dcgan_28_layout_starts_at_7x7_and_doubles_with_extra_same_size_blocks(extra):
+    bundle = models.build("dcgan", (1, 28, 28), latent_dim=5, width=4, extra_layers=extra)
     sizes, x = [], torch.randn(2, 5, 1, 1)
-    for m in g.main:
+    for m in bundle.generator.main:
         x = m(x)
         if isinstance(m, nn.ConvTranspose2d):
             sizes.append(tuple(x.shape[1:]))
-    assert sizes == [(8, 7, 7), (4, 14, 14), (1, 28, 28)]
+    assert sizes == [(8, 7, 7)] * (1 + extra) + [(4, 14, 14)] * (1 + extra) + [(1, 28, 28)]
+    types = [type(m) for m in bundle.generator.main]
+    assert types == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU] * (2 + 2 * extra) + [nn.ConvTranspose2d, nn.Tanh]
+    sizes, x = [], torch.randn(2, 1, 28, 28)
+    for m in bundle.discriminator.main:
+        x = m(x)
+        if isinstance(m, nn.Conv2d):
+            sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(4, 14, 14)] * (1 + extra) + [(8, 7, 7)] * (1 + extra) + [(1, 1, 1)]
+    assert bundle.egbas_config["extra_layers"] == extra
+
+
+def test_checkpoints_from_before_extra_layers_rebuild_without_them():
+    config = dict(models.build("vae", (1, 28, 28), latent_dim=3, width=4, extra_layers=0).egbas_config)
+    del config["extra_layers"]
+    assert models.from_config(config).egbas_config["extra_layers"] == 0
+    assert models.build("vae", (1, 28, 28), latent_dim=3, width=4).egbas_config["extra_layers"] == 1  # default
 
 
 @pytest.mark.parametrize("side", [0, 5, 12, 30, 100])
@@ -87,6 +104,10 @@ def test_build_refuses_bad_arguments():
         models.build("dcgan", (1, 28, 28), latent_dim=0)
     with pytest.raises(ValueError, match="\\(C, H, W\\)"):
         models.build("gan", (28, 28))
+    with pytest.raises(ValueError, match="extra_layers must be >= 0"):
+        models.build("dcgan", (1, 28, 28), extra_layers=-1)
+    with pytest.raises(ValueError, match="only applies to dcgan, vae"):
+        models.build("gan", (1, 28, 28), extra_layers=1)
 
 
 @pytest.mark.parametrize("kind", models.KINDS)
