@@ -26,6 +26,7 @@ _LR = {"gan": 5e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
 # gan: batch 32 -> 0% (collapsed), 8 with lr 5e-4 -> 32%).
 _BATCH = {"gan": 8, "dcgan": 8, "vae": 8, "ae": 32, "classifier": 64}
 N_SAMPLES = 64  # images in samples.png (8 x 8)
+EPOCH_RECORDS = ("val_accuracy", "latent_nll")  # history entries recorded once per epoch, not per step
 # Bump when a default or the training procedure changes what train() produces: cached models (egbas demo) are
 # keyed by it, so an upgraded package does not reuse a model trained by the old recipe.
 RECIPE = 3
@@ -36,11 +37,15 @@ class TrainingError(ValueError):
 
 
 def optimizers_for(bundle, lr=None):
-    """{name: Adam}: 'd' and 'g' for GANs (beta1 = 0.5, as in DCGAN), 'main' otherwise."""
+    """{name: Adam}: 'd' and 'g' for GANs (beta1 = 0.5, as in DCGAN); 'main' (the first stage) and 'latent' (the
+    second stage, lr 1e-3) for the VAE; 'main' otherwise."""
     lr = _LR[bundle.egbas_config["model"]] if lr is None else lr
     if isinstance(bundle, models.GAN):
         return {"d": torch.optim.Adam(bundle.discriminator.parameters(), lr, betas=(0.5, 0.999)),
                 "g": torch.optim.Adam(bundle.generator.parameters(), lr, betas=(0.5, 0.999))}
+    if isinstance(bundle, models.VAE):
+        return {"main": torch.optim.Adam(bundle.first_stage_parameters(), lr),
+                "latent": torch.optim.Adam(bundle.second_stage_parameters(), 1e-3)}
     return {"main": torch.optim.Adam(bundle.parameters(), lr)}
 
 
@@ -198,11 +203,35 @@ def _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, o
             if progress:
                 print(f"epoch {epoch}: held-out accuracy {accuracy:.4f}")
         else:
+            if isinstance(bundle, models.VAE):
+                history.setdefault("latent_nll", []).append(fit_latent_stage(bundle, optimizers["latent"], x_all))
             if isinstance(bundle, (models.GAN, models.VAE)):
                 prior_batchnorm_stats(getattr(bundle, bundle.explorable), seed=_epoch_seed(seed, epoch))
             _write_samples(bundle, fixed, out, epoch)
         ckpt.save_checkpoint(out, bundle, epoch=epoch, optimizers=optimizers, history=history, training=training)
     write_loss_plot(history, out / "losses.png")
+
+
+LATENT_PASSES, LATENT_BATCH = 50, 64
+
+
+def fit_latent_stage(vae, optimizer, x_all, passes=LATENT_PASSES, batch=LATENT_BATCH):
+    """Fit the VAE's second stage to the codes the (frozen) encoder gives x_all: `passes` passes of minibatches
+    z = mu + sigma * eps over them (warm-started every epoch from the last fit). Returns the mean loss of the last
+    pass. 50 passes over mnist5k's codes take ~6 s per epoch; fitted so after every epoch, the 5-epoch mnist5k VAE
+    gave 79% confidently recognised digits, one fit of 20,000 steps after training 80%, no second stage 63%."""
+    with torch.no_grad():
+        mu, logvar = torch.cat([vae.encoder(x_all[i:i + 500]) for i in range(0, len(x_all), 500)]).chunk(2, dim=1)
+    steps_per_pass = -(-len(mu) // batch)
+    losses = []
+    for _ in range(passes * steps_per_pass):
+        idx = torch.randint(0, len(mu), (batch,))
+        loss = vae.latent_loss(mu[idx] + torch.randn_like(mu[idx]) * torch.exp(0.5 * logvar[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return round(float(np.mean(losses[-steps_per_pass:])), 5)
 
 
 def prior_batchnorm_stats(generator, seed=0, n=5000, batch=250):
@@ -277,7 +306,7 @@ def write_loss_plot(history, path):
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    curves = {k: np.asarray(v) for k, v in history.items() if k != "val_accuracy" and len(v)}
+    curves = {k: np.asarray(v) for k, v in history.items() if k not in EPOCH_RECORDS and len(v)}
     if not curves:
         return
     fig, ax = plt.subplots(figsize=(7, 4))

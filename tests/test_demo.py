@@ -86,8 +86,9 @@ def test_demo_trains_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
     assert "training" not in capsys.readouterr().out
     assert (cached / "model.safetensors").stat().st_mtime_ns == weights
     one, two = (json.loads((p / "summary.json").read_text()) for p in (first, second))
-    # ReLUs main.2, 5, 8, 11 (one extra block after each strided one); the demo explores the middle one
-    assert one["region"] == two["region"] and one["region"]["layer"] == "main.8"
+    # ReLUs main.2, 5, 8 at 7x7 and main.11, 14, 17 at 14x14 (two extra blocks after each strided one); the demo
+    # explores the middle one
+    assert one["region"] == two["region"] and one["region"]["layer"] == "main.11"
     assert np.array_equal(np.load(first / "latents.npz")["latents"], np.load(second / "latents.npz")["latents"])
 
 

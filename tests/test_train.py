@@ -257,3 +257,44 @@ def test_image_grid_places_every_image_in_its_tile():
         r, c = divmod(i, 2)
         assert (grid[1 + r * 4: 1 + r * 4 + 3, 1 + c * 5: 1 + c * 5 + 4, 0] == i).all()
     assert grid[0].max() == 0 and grid[:, 0].max() == 0  # padding stays black
+
+
+class _CodesAreTheInput(torch.nn.Module):
+    """Stands in for a VAE encoder: its 'images' already are (mu, logvar) rows."""
+
+    def forward(self, x):
+        return x
+
+
+def test_second_vae_stage_maps_the_normal_prior_onto_the_codes_distribution():
+    """Codes in two clusters (first coordinate +-3): decodings of u ~ N(0, I) through the fitted latent_map must
+    land in the clusters, where N(0, I) itself puts only ~4% of its mass."""
+    torch.manual_seed(0)
+    vae = models.build("vae", (1, 8, 8), latent_dim=2, width=4)
+    vae.encoder = _CodesAreTheInput()
+    n = 512
+    mu = torch.stack([3 * torch.sign(torch.randn(n)), 0.5 * torch.randn(n)], 1)
+    codes = torch.cat([mu, torch.full((n, 2), float(np.log(1e-3)))], 1)
+    u = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
+    in_clusters = lambda z: ((z[:, 0].abs() - 3).abs() < 1).float().mean().item()  # noqa: E731
+    assert in_clusters(u) < 0.1
+    before = _params(vae.generator.decoder)
+    nll = train.fit_latent_stage(vae, train.optimizers_for(vae)["latent"], codes, passes=150)
+    with torch.no_grad():
+        z = vae.generator.latent_map(u)
+    assert in_clusters(z) > 0.8
+    assert 0.3 < z[:, 1].std().item() < 0.8  # the second coordinate's spread 0.5 is kept, not collapsed
+    assert (z[:, 0] > 0).float().mean().item() == pytest.approx(0.5, abs=0.15)  # both clusters, evenly
+    assert np.isfinite(nll) and _same(before, _params(vae.generator.decoder))  # the first stage is untouched
+
+
+def test_vae_generator_is_the_decoder_after_the_latent_map_and_the_stages_train_apart():
+    vae = models.build("vae", (1, 8, 8), latent_dim=3, width=4).eval()
+    u = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.equal(vae.generator(u), vae.decoder(vae.generator.latent_map(u)))
+    first, second = map(lambda ps: {id(p) for p in ps}, (vae.first_stage_parameters(), vae.second_stage_parameters()))
+    assert not first & second and first | second == {id(p) for p in vae.parameters()}
+    opts = train.optimizers_for(vae)
+    assert {id(p) for g in opts["main"].param_groups for p in g["params"]} == first
+    assert {id(p) for g in opts["latent"].param_groups for p in g["params"]} == second
