@@ -110,7 +110,8 @@ def load(path, part=None):
 
     part=None returns the part E-GBAS explores:
         gan, dcgan -> the generator  (latent (B, d) -> images (B, C, H, W) in [-1, 1])
-        vae, ae    -> the decoder    (latent (B, d) -> images (B, C, H, W) in [-1, 1])
+        vae        -> the generator  (decoder after the second stage's latent map, models.VAEGenerator)
+        ae         -> the decoder    (latent (B, d) -> images (B, C, H, W) in [-1, 1])
         classifier -> the classifier (images (B, C, H, W) in [-1, 1] -> logits (B, n_classes))
     part="discriminator" / "encoder" / ... returns that part; part="all" the whole bundle.
     """
