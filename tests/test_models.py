@@ -65,20 +65,20 @@ def test_dcgan_64_is_the_pytorch_examples_generator_module_for_module():
 @pytest.mark.parametrize("extra", [0, 1, 2])
 def test_dcgan_28_layout_starts_at_7x7_and_doubles_with_extra_same_size_blocks(extra):
     bundle = models.build("dcgan", (1, 28, 28), latent_dim=5, width=4, extra_layers=extra)
-    sizes, x = [], torch.randn(2, 5, 1, 1)
-    for m in bundle.generator.main:
-        x = m(x)
-        if isinstance(m, nn.ConvTranspose2d):
-            sizes.append(tuple(x.shape[1:]))
-    assert sizes == [(8, 7, 7)] * (1 + extra) + [(4, 14, 14)] * (1 + extra) + [(1, 28, 28)]
+
+    def conv_output_sizes(stack, x, conv):
+        sizes = []
+        for m in stack:
+            x = m(x)
+            sizes += [tuple(x.shape[1:])] if isinstance(m, conv) else []
+        return sizes
+
+    assert conv_output_sizes(bundle.generator.main, torch.randn(2, 5, 1, 1), nn.ConvTranspose2d) == \
+        [(8, 7, 7)] * (1 + extra) + [(4, 14, 14)] * (1 + extra) + [(1, 28, 28)]
     types = [type(m) for m in bundle.generator.main]
     assert types == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU] * (2 + 2 * extra) + [nn.ConvTranspose2d, nn.Tanh]
-    sizes, x = [], torch.randn(2, 1, 28, 28)
-    for m in bundle.discriminator.main:
-        x = m(x)
-        if isinstance(m, nn.Conv2d):
-            sizes.append(tuple(x.shape[1:]))
-    assert sizes == [(4, 14, 14)] * (1 + extra) + [(8, 7, 7)] * (1 + extra) + [(1, 1, 1)]
+    assert conv_output_sizes(bundle.discriminator.main, torch.randn(2, 1, 28, 28), nn.Conv2d) == \
+        [(4, 14, 14)] * (1 + extra) + [(8, 7, 7)] * (1 + extra) + [(1, 1, 1)]
     assert bundle.egbas_config["extra_layers"] == extra
 
 
