@@ -36,12 +36,7 @@ inline int32_t mismatch_row_scalar(const uint64_t* bits, const uint64_t* ref, co
 }  // namespace egbas
 
 #if EGBAS_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,popcnt"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,popcnt")
-#endif
+EGBAS_TARGET_BEGIN("avx2,fma,popcnt")
 namespace egbas::detail::avx2 {
 // 32 sign bits from 32 floats: four compares narrowed to bytes (packs), lanes put back in
 // order, one movemask. ~2x fewer instructions than a movemask per 8 floats, which brings
@@ -88,11 +83,7 @@ inline int32_t mismatch_row(const uint64_t* bits, const uint64_t* ref, const uin
   return static_cast<int32_t>(count);
 }
 }  // namespace egbas::detail::avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+EGBAS_TARGET_END
 #endif  // EGBAS_X86
 
 namespace egbas {

@@ -111,12 +111,7 @@ constexpr int NP = 4;
 }  // namespace egbas::detail::scalar_nn
 
 #if EGBAS_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+EGBAS_TARGET_BEGIN("avx2,fma")
 namespace egbas::detail::avx2_nn {
 struct Ops {
   static constexpr int W = 8;
@@ -133,14 +128,8 @@ struct Ops {
 constexpr int NP = 6;
 #include "nearest_kernel.inc"
 }  // namespace egbas::detail::avx2_nn
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
-#endif
+EGBAS_TARGET_END
+EGBAS_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 namespace egbas::detail::avx512_nn {
 struct Ops {
   static constexpr int W = 16;
@@ -158,11 +147,7 @@ struct Ops {
 constexpr int NP = 12;
 #include "nearest_kernel.inc"
 }  // namespace egbas::detail::avx512_nn
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+EGBAS_TARGET_END
 #endif  // EGBAS_X86
 
 namespace egbas {

@@ -10,6 +10,17 @@
 #define EGBAS_X86 0
 #endif
 
+// Code between EGBAS_TARGET_BEGIN("avx2,fma") and EGBAS_TARGET_END is compiled for that instruction set
+// (GCC target regions, clang's attribute push: the same thing in each compiler's words).
+#define EGBAS_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#define EGBAS_TARGET_BEGIN(isa) EGBAS_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define EGBAS_TARGET_END EGBAS_PRAGMA(clang attribute pop)
+#else
+#define EGBAS_TARGET_BEGIN(isa) EGBAS_PRAGMA(GCC push_options) EGBAS_PRAGMA(GCC target(isa))
+#define EGBAS_TARGET_END EGBAS_PRAGMA(GCC pop_options)
+#endif
+
 namespace egbas {
 
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
