@@ -113,7 +113,8 @@ class ConvEncoder(nn.Module):
     @staticmethod
     def _extra(channels, n):
         """n same-size blocks (3x3 stride-1 Conv2d, LeakyReLU) after a strided one."""
-        return [m for _ in range(n) for m in (nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))]
+        return [m for _ in range(n)
+                for m in (nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))]
 
     def forward(self, x):
         return self.main(x).flatten(1)
@@ -165,6 +166,19 @@ def _mlp(d_in, hidden, d_out):
                          nn.Linear(hidden, d_out))
 
 
+def reparameterise(mu, logvar):
+    """A draw z = mu + sigma * eps of N(mu, diag(exp(logvar))), differentiable in mu and logvar."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def kl_to_standard_normal(mu, logvar):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over the batch."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+_LATENT_HIDDEN = 256  # width of the second-stage MLPs (the codes have only d = 6 dimensions)
+
+
 class VAEGenerator(nn.Module):
     """The VAE's generator: u (B, d) ~ N(0, I) -> latent_map -> z (B, d) -> decoder -> image (B, C, H, W).
     latent_map is the decoder of the second stage of a two-stage VAE (Dai & Wipf, "Diagnosing and enhancing VAE
@@ -173,10 +187,10 @@ class VAEGenerator(nn.Module):
     directly lands between the encoder's class clusters: on mnist5k 63% of such decodings were confidently
     recognised digits against 87% of decodings of z ~ q(z); through latent_map, 79%."""
 
-    def __init__(self, latent_dim, decoder, hidden=256):
+    def __init__(self, latent_dim, decoder):
         super().__init__()
         self.latent_dim = latent_dim
-        self.latent_map = _mlp(latent_dim, hidden, latent_dim)
+        self.latent_map = _mlp(latent_dim, _LATENT_HIDDEN, latent_dim)
         self.decoder = decoder
 
     def forward(self, u):
@@ -194,7 +208,7 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.encoder = ConvEncoder(image_shape, 2 * latent_dim, width, extra_layers=extra_layers)
         self.generator = VAEGenerator(latent_dim, DCGANGenerator(latent_dim, image_shape, 2 * width, extra_layers))
-        self.latent_encoder = _mlp(latent_dim, self.generator.latent_map[0].out_features, 2 * latent_dim)
+        self.latent_encoder = _mlp(latent_dim, _LATENT_HIDDEN, 2 * latent_dim)
         self.latent_log_gamma = nn.Parameter(torch.zeros(()))  # log of the second stage's learned noise scale
 
     @property
@@ -211,7 +225,7 @@ class VAE(nn.Module):
     def forward(self, x):
         """x (B, C, H, W) in [-1, 1] -> (pre-Tanh decoder output (B, C, H, W), mu (B, d), logvar (B, d))."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = reparameterise(mu, logvar)
         return self.decoder.main[:-1](z.view(*z.shape, 1, 1)), mu, logvar
 
     def loss(self, x):
@@ -219,18 +233,15 @@ class VAE(nn.Module):
         The decoder ends in Tanh; (tanh(a) + 1) / 2 == sigmoid(2a), so its pre-Tanh value a gives the logits."""
         pre_tanh, mu, logvar = self(x)
         recon = F.binary_cross_entropy_with_logits(2 * pre_tanh, (x + 1) / 2, reduction="sum")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        return (recon + kl) / x.shape[0]
+        return (recon + kl_to_standard_normal(mu, logvar)) / x.shape[0]
 
     def latent_loss(self, z):
         """Second stage: negative ELBO per code z (B, d), Gaussian likelihood N(latent_map(u), gamma^2 I) with a
         learned gamma (up to the constant d/2 log 2 pi) + KL(q(u|z) || N(0, I))."""
         mu, logvar = self.latent_encoder(z).chunk(2, dim=1)
-        u = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        gamma = self.latent_log_gamma.exp()
-        recon = (0.5 * ((z - self.generator.latent_map(u)) / gamma) ** 2 + self.latent_log_gamma).sum()
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        return (recon + kl) / z.shape[0]
+        residual = (z - self.generator.latent_map(reparameterise(mu, logvar))) / self.latent_log_gamma.exp()
+        recon = (0.5 * residual ** 2 + self.latent_log_gamma).sum()
+        return (recon + kl_to_standard_normal(mu, logvar)) / z.shape[0]
 
 
 class AutoEncoder(nn.Module):

@@ -226,7 +226,7 @@ def fit_latent_stage(vae, optimizer, x_all, passes=LATENT_PASSES, batch=LATENT_B
     losses = []
     for _ in range(passes * steps_per_pass):
         idx = torch.randint(0, len(mu), (batch,))
-        loss = vae.latent_loss(mu[idx] + torch.randn_like(mu[idx]) * torch.exp(0.5 * logvar[idx]))
+        loss = vae.latent_loss(models.reparameterise(mu[idx], logvar[idx]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
