@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from egbas_fast import _core, core
+from egbas_fast import core
 
 
 def pack_oracle(values, threshold=0.0):
@@ -19,16 +19,6 @@ def pack_oracle(values, threshold=0.0):
 
 def mismatch_oracle(bits, ref, mask):
     return np.bitwise_count((bits ^ ref) & mask).sum(axis=1).astype(np.int32)
-
-
-@pytest.fixture(params=["scalar", "avx2", "avx512"])
-def isa(request):
-    got = _core._limit_isa(request.param)
-    if got != request.param:
-        _core._limit_isa("avx512")
-        pytest.skip(f"CPU lacks {request.param}")
-    yield got
-    _core._limit_isa("avx512")  # back to the best the CPU has
 
 
 @pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 127, 128, 129, 1000, 4097])

@@ -6,8 +6,6 @@ from hypothesis import strategies as st
 
 from egbas_fast import core
 
-from .test_core_bits import isa  # noqa: F401  (runs a test once per instruction set)
-
 
 def oracle(points, queries):
     """numpy argmin of the float64 squared distances (first index on ties) and that distance."""
