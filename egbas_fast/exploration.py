@@ -176,8 +176,10 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         member_seconds += time.perf_counter() - t
         return inside
 
-    if step is None or radius is None:
+    if step is None or radius is None:  # ray marches: region.contains calls, counted as membership time
+        t = time.perf_counter()
         auto_step, auto_radius = default_step_radius(region, seed)
+        member_seconds += time.perf_counter() - t
         step = auto_step if step is None else step
         radius = auto_radius if radius is None else radius
     query = np.ascontiguousarray(region.query, np.float32).reshape(-1)  # (d,), inside by definition

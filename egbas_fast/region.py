@@ -135,15 +135,17 @@ class GenerativeRegion:
 
     def _pack(self, values):
         """(b, k) layer values (torch) -> (b, w) uint64 on/off bits."""
+        nan_error = f"layer {self.layer!r} produced NaN for some latents: their on/off state is undefined"
         if values.dtype == torch.float64:  # float32 rounding could move a tiny value onto the threshold
+            if torch.isnan(values).any():
+                raise ValueError(nan_error)
             values = (values > self.threshold).to(torch.float32)
             return core.pack_signs(np.ascontiguousarray(values.cpu().numpy()), 0.5)
         values = values.to(torch.float32).cpu().numpy()
         try:
             return core.pack_signs(np.ascontiguousarray(values), self.threshold)
-        except ValueError as e:  # the core rejects NaN: no on/off state (an extra isnan pass would cost time)
-            raise ValueError(f"layer {self.layer!r} produced NaN for some latents: their on/off state is "
-                             f"undefined ({e})") from e
+        except ValueError as e:  # the core rejects NaN (an extra isnan pass here would cost time)
+            raise ValueError(f"{nan_error} ({e})") from e
 
     def mismatches(self, Z):
         """Number of selected boundaries between each z and the query: (n,) int32 (0 = inside)."""

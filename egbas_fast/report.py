@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import positive_int
 from ._files import atomic_write
 
 # The files `write_report` produces, in the order the page shows the pictures.
@@ -330,11 +331,14 @@ def _diversity(outputs):
 
 
 def _unit_order(region, selection):
-    """All unit indices of the layer, most essential first."""
+    """All unit indices of the layer, most essential first: the region's own units (so the selected share of the
+    profile is exactly this region), then the others by the selection's theta (theta saturates at 1.0 in float32,
+    so a theta ranking alone could put other units first)."""
+    units = np.asarray(region.units, np.int64)
+    rest = np.setdiff1d(np.arange(region.n_units), units)
     if selection is not None:
-        return np.argsort(-np.asarray(selection.theta, np.float64), kind="stable")
-    rest = np.setdiff1d(np.arange(region.n_units), region.units)
-    return np.concatenate([np.asarray(region.units, np.int64), rest])
+        rest = rest[np.argsort(-np.asarray(selection.theta, np.float64)[rest], kind="stable")]
+    return np.concatenate([units, rest])
 
 
 def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
@@ -342,6 +346,8 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
     from .exploration import random_directions, ray_cap, sample_ball
 
     out = check_writable(out_dir)
+    if n_baseline is not None:
+        positive_int(n_baseline, "n_baseline")
     region = exp.region
     z = exp.latents  # (m, d)
     m, d = z.shape

@@ -244,8 +244,9 @@ def test_bad_latents_and_directions(conv):
         region.boundary_distance(np.ones((1, 6)), tol=0)
     with pytest.raises(ValueError, match="max_distance must be > 0"):
         region.boundary_distance(np.ones((1, 6)), max_distance=-1.0)
-    with pytest.raises(ValueError, match="unknown layer"):
-        region.restrict([0]) and GenerativeRegion(conv, "main.2x", region.query)
+    region.restrict([0])  # a valid restriction ...
+    with pytest.raises(ValueError, match="unknown layer"):  # ... and a misspelt layer
+        GenerativeRegion(conv, "main.2x", region.query)
     with pytest.raises(ValueError, match="out of range"):
         region.restrict([10**6])
     with pytest.raises(RuntimeError, match="never ran"):
@@ -264,3 +265,22 @@ def test_boundary_distance_property_random_polytopes(d, n, seed):
     want = _analytic_exit(W, b, query.astype(np.float64), U / np.linalg.norm(U, axis=1, keepdims=True))
     got = GenerativeRegion(model, "0", query).boundary_distance(U, max_distance=50.0, tol=1e-3)
     np.testing.assert_allclose(got, np.minimum(want, 50.0), atol=1e-3 / 2 + 1e-4, rtol=0)
+
+
+class _Sqrt(torch.nn.Module):
+    def forward(self, x):
+        return torch.sqrt(x)  # NaN for negative inputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_layer_that_produces_nan_is_an_error_not_an_off_unit(dtype):
+    """NaN compares False with every threshold; counting it as 'off' would call such latents inside or outside
+    at random. Both the float32 path (the core) and the float64 path (numpy compare) must refuse it."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), _Sqrt(), torch.nn.ReLU()).to(dtype)  # the Linear sets the dtype
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(3))
+        model[0].bias.zero_()
+    region = GenerativeRegion(model, "1", np.ones(3, np.float32))
+    assert region.contains(np.full((2, 3), 2.0)).all()
+    with pytest.raises(ValueError, match="layer '1' produced NaN for some latents"):
+        region.contains(np.array([[2.0, 2.0, 2.0], [2.0, -1.0, 2.0]]))

@@ -133,6 +133,18 @@ def test_unwritable_out_dir_fails_before_any_work(conv_exploration, tmp_path):
     with pytest.raises(report.OutputDirectoryError):
         res_spy.save(blocker)
     assert calls == [] and sorted(os.listdir(tmp_path)) == ["file"]
+    for bad in (0, -3, 2.5):  # a bad baseline size is refused before the membership re-check runs
+        with pytest.raises((ValueError, TypeError), match="n_baseline must be a positive int"):
+            report.build_report(res_spy, tmp_path / "out", n_baseline=bad)
+    assert calls == [] and sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_unit_order_puts_the_regions_own_units_first_even_when_theta_ties():
+    """theta saturates at 1.0 in float32: the selected units must still come first, then the rest by theta."""
+    region = type("R", (), {"n_units": 6, "units": np.array([4, 1])})()
+    selection = type("S", (), {"theta": np.array([0.2, 1.0, 0.9, 1.0, 1.0, 0.5], np.float32)})()
+    np.testing.assert_array_equal(report._unit_order(region, selection), [4, 1, 3, 2, 5, 0])
+    np.testing.assert_array_equal(report._unit_order(region, None), [4, 1, 0, 2, 3, 5])
 
 
 def test_check_writable_creates_nothing(tmp_path):
