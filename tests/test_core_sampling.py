@@ -56,9 +56,11 @@ def test_rng_is_counter_based(kind):
     # Batches with offsets reproduce the single call; thread count does not matter.
     parts = np.concatenate([gen(center, 30, 42, 0), gen(center, 1, 42, 30), gen(center, 69, 42, 31)])
     np.testing.assert_array_equal(parts, whole)
+    many = gen(center, 30_000, 42)  # large enough to be split across the pool's threads
+    np.testing.assert_array_equal(many[:100], whole)
     for k in (1, 3):
         core.set_num_threads(k)
-        np.testing.assert_array_equal(gen(center, 100, 42), whole)
+        np.testing.assert_array_equal(gen(center, 30_000, 42), many)
     core.set_num_threads(0)
     assert not np.array_equal(gen(center, 100, 43), whole)
     assert gen(center, 0, 1).shape == (0, 7)

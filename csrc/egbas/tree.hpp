@@ -43,6 +43,7 @@ class Tree {
     std::vector<float> centred(size_t(k * dim_)), norms(k);
     detail::centre_rows(pts, 0, k, dim_, centre, centred.data(), norms.data(), "points", 0);
     if (size_ == 0) centre_.assign(pts, pts + dim_);
+    const auto keep_alive = points_;  // pts may point into the current buffer, which regrowth replaces
     if (size_ + k > capacity_) reserve(std::max(2 * capacity_, size_ + k));
     std::copy(pts, pts + k * dim_, points_->data() + size_ * dim_);
     std::copy(parents, parents + k, parents_->data() + size_);
