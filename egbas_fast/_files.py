@@ -1,4 +1,5 @@
-"""Atomic file writes: every file the package writes (checkpoints, PNGs, reports) goes through `atomic_write`."""
+"""Atomic file writes: every file the package writes (checkpoints, PNGs, reports) goes through `atomic_write`;
+`check_writable` tests an output directory before any work starts."""
 import os
 import tempfile
 from pathlib import Path
@@ -26,3 +27,28 @@ def atomic_write(path, content):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class OutputDirectoryError(ValueError):
+    """The output directory cannot be created or written (a user error: the CLI prints it as one line)."""
+
+
+def check_writable(out_dir):
+    """Raise a clear error unless `out_dir` is (or can be created as) a writable directory. Creates nothing.
+
+    Called before any expensive work, so a bad `--out` fails in a second instead of after the exploration.
+    """
+    path = Path(out_dir).expanduser().absolute()
+    probe = path
+    while not probe.exists():  # the first existing ancestor decides whether we may create the rest
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
+    try:  # really try (os.access says yes to root even on read-only or pseudo file systems); leaves nothing
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".egbas-probe-"))
+    except OSError as e:
+        raise OutputDirectoryError(f"output directory {str(path)!r}: cannot create files in {str(probe)!r} "
+                                   f"({e.strerror})") from None
+    return path

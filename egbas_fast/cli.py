@@ -67,7 +67,8 @@ def build_parser():
     train.add_argument("--latent-dim", type=_positive_int, default=None)
     train.add_argument("--width", type=_positive_int, default=None, help="feature width (ngf/ndf, MLP hidden)")
     train.add_argument("--extra-layers", type=_non_negative_int, default=None,
-                       help="dcgan/vae: same-size 3x3 blocks after each strided one (default: 1; 0 = plain DCGAN)")
+                       help="dcgan/vae: same-size 3x3 blocks after each strided one (default: dcgan 2, vae 1; "
+                            "0 = the plain pytorch/examples layout)")
     train.add_argument("--image-size", type=_positive_int, default=None, help="resize images to SIZE x SIZE")
     train.add_argument("--limit", type=_positive_int, default=None, help="use a fixed random subset of N images")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -102,7 +103,6 @@ def _run(args):
 
 def main(argv=None):
     """Entry point of `egbas`; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
-    from .checkpoint import CheckpointError
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse already printed its one-line error (or --help)
@@ -112,7 +112,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("egbas: interrupted (checkpoints written so far are complete)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError, ImportError, CheckpointError) as e:
+    except (ValueError, OSError, KeyError, ImportError) as e:  # CheckpointError is a ValueError
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
         print(f"egbas: error: {message}", file=sys.stderr)
         return 2

@@ -59,13 +59,16 @@ def train_judge(out="runs/judge", data=None, epochs=2, seed=0, progress=True):
 
 def main(argv=None):
     from . import checkpoint
+    from .cli import _positive_int
     parser = argparse.ArgumentParser(prog="python -m egbas_fast.quality", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="generator checkpoints trained on MNIST digits")
     parser.add_argument("--judge", default="runs/judge", help="judge classifier checkpoint (trained if missing)")
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=_positive_int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        for path in args.checkpoints:  # a misspelt path fails now, not after the judge has trained
+            checkpoint.read_config(path)
         judge_dir = train_judge(args.judge)
         classifier = checkpoint.load(judge_dir)
         accuracy = checkpoint.read_checkpoint(judge_dir)["history"]["val_accuracy"][-1]
@@ -74,9 +77,10 @@ def main(argv=None):
         for path in args.checkpoints:
             result = judge(checkpoint.load(path), classifier, n=args.n, seed=args.seed)
             result["judge"], result["judge_accuracy"] = str(judge_dir), accuracy
-            atomic_write(Path(path) / "quality.json", (json.dumps(result, indent=2) + "\n").encode())
+            folder = Path(path) if Path(path).is_dir() else Path(path).parent  # a checkpoint dir or its weights file
+            atomic_write(folder / "quality.json", (json.dumps(result, indent=2) + "\n").encode())
             print(f"{path:40s} {result['confident']:13.1%}  {result['classes_present']:7d}  {result['histogram']}")
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+    except (ValueError, OSError, KeyError, ImportError) as e:
         print(f"quality: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0

@@ -9,50 +9,21 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from ._checks import positive_int
-from ._files import atomic_write
+from . import _files
+from ._files import atomic_write, check_writable
+
+OutputDirectoryError = _files.OutputDirectoryError  # what check_writable raises
 
 # The files `write_report` produces, in the order the page shows the pictures.
 PNG_FILES = ("query.png", "egbas.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
 REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
 
 
-
-
 # --------------------------------------------------------------------------------------------- output directory
-class OutputDirectoryError(ValueError):
-    """The output directory cannot be created or written (a user error: the CLI prints it as one line)."""
-
-
-def check_writable(out_dir):
-    """Raise a clear error unless `out_dir` is (or can be created as) a writable directory. Creates nothing.
-
-    Called before any expensive work, so a bad `--out` fails in a second instead of after the exploration.
-    """
-    path = Path(out_dir).expanduser().absolute()
-    probe = path
-    while not probe.exists():  # the first existing ancestor decides whether we may create the rest
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise OutputDirectoryError(f"output directory {str(path)!r}: {str(probe)!r} exists and is not a directory")
-    try:  # really try (os.access says yes to root even on read-only or pseudo file systems); leaves nothing
-        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".egbas-probe-"))
-    except OSError as e:
-        raise OutputDirectoryError(f"output directory {str(path)!r}: cannot create files in {str(probe)!r} "
-                                   f"({e.strerror})") from None
-    return path
-
-
-
-
 def write_report(out_dir, files):
     """Write {file name: bytes} into `out_dir` (created if needed), each file atomically. Returns the dir Path.
 

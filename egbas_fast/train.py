@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
-from ._files import atomic_write
+from ._files import atomic_write, check_writable
 from . import data as datasets
 from . import models
 
@@ -108,7 +108,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise TrainingError(f"lr must be a positive number, got {lr}")
     data_name = data if isinstance(data, str) else "array"
-    out = Path(out) if out is not None else _default_out(model, data_name)
+    out = check_writable(Path(out) if out is not None else _default_out(model, data_name))  # before any work
     existing = (out / ckpt.WEIGHTS).exists()
     if existing and not resume:
         raise TrainingError(f"{out} already holds a checkpoint: pass resume=True (--resume) to continue it, "

@@ -98,3 +98,22 @@ def test_ctrl_c_is_reported_without_a_traceback(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "egbas_fast.demo", fake)
     assert cli.main(["demo"]) == 130
     assert "interrupted" in _one_error_line(capsys)
+
+
+def test_train_with_an_unwritable_out_fails_in_one_line_before_loading_data(tmp_path, monkeypatch, capsys):
+    from egbas_fast import data
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
+    assert cli.main(["train", "--model", "dcgan", "--out", str(blocker / "run")]) == 2
+    assert "exists and is not a directory" in _one_error_line(capsys)
+
+
+def test_argument_errors_come_before_importing_torch():
+    """Parsing and rejecting arguments must not pay torch's ~1 s import (a fresh interpreter shows it)."""
+    import subprocess
+    import sys
+    code = ("import sys; from egbas_fast import cli; "
+            "code = cli.main(['train', '--model', 'dcgan', '--epochs', '0']); print(code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["2", "False"]

@@ -41,3 +41,12 @@ def test_judge_counts_classes_and_confidence_like_numpy():
 def test_judge_refuses_non_positive_sizes():
     with pytest.raises(ValueError, match="positive"):
         quality.judge(CodeGenerator(), ReadCode(), n=0)
+
+
+def test_main_checks_its_arguments_before_training_the_judge(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(quality, "train_judge", lambda *a, **k: pytest.fail("the judge trained before the checks"))
+    assert quality.main([str(tmp_path / "no-such-run"), "--judge", str(tmp_path / "judge")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.main([str(tmp_path), "--n", "0"])
+    assert "must be a positive integer" in capsys.readouterr().err
