@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import report
+from ._checks import finite_real, positive_int, seed as check_seed
 
 DEMO_KEEP = 0.05  # share of the layer's units kept as essential boundaries
 DEMO_NODES = 500
@@ -98,11 +99,11 @@ def run_explore(checkpoint, layer, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, s
 
     if out is None:
         raise ValueError("an output directory is required (--out DIR)")
-    if not (isinstance(keep, (int, float)) and 0 < keep <= 1):
+    if not 0 < finite_real(keep, "keep") <= 1:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
-    for label, value, low in (("n", n, 1), ("query_seed", query_seed, 0), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    positive_int(n, "n")
+    check_seed(query_seed)
+    check_seed(seed)
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r} (train one with `egbas train`)")

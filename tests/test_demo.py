@@ -40,6 +40,7 @@ def test_run_explore_writes_the_report(tiny_checkpoint, tmp_path, capsys):
     ({"layer": "main.99"}, ValueError, "unknown layer"),
     ({"keep": 0.0}, ValueError, "keep"), ({"keep": 1.5}, ValueError, "keep"),
     ({"n": 0}, ValueError, "n must"), ({"seed": -1}, ValueError, "seed"),
+    ({"keep": True}, TypeError, "keep"), ({"n": 2.5}, TypeError, "n must"), ({"query_seed": -2}, ValueError, "seed"),
 ])
 def test_run_explore_bad_input_writes_nothing(tiny_checkpoint, tmp_path, change, error, message):
     args = {"checkpoint": tiny_checkpoint, "layer": "main.2", "keep": 0.25, "n": 20, "out": tmp_path / "out"}
