@@ -1,5 +1,7 @@
 """Atomic file writes: every file the package writes (checkpoints, PNGs, reports) goes through `atomic_write`;
-`check_writable` tests an output directory before any work starts."""
+`check_writable` tests an output directory before any work starts; `installed_file` finds a file that a
+registry package ships (data, weights) without importing the package."""
+import importlib.metadata
 import os
 import tempfile
 from pathlib import Path
@@ -52,3 +54,16 @@ def check_writable(out_dir):
         raise OutputDirectoryError(f"output directory {str(path)!r}: cannot create files in {str(probe)!r} "
                                    f"({e.strerror})") from None
     return path
+
+
+def installed_file(package, filename, install, needed_for):
+    """Path of `filename` inside the installed distribution `package`, found from its file list (the package is
+    never imported). A missing package or file is an ImportError naming the `install` command."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(f"{needed_for} needs the {package} package: run `{install}`") from None
+    for file in dist.files or ():
+        if file.name == filename:
+            return Path(dist.locate_file(file))
+    raise ImportError(f"{package} {dist.version} has no {filename}: run `{install}`")

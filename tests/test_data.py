@@ -96,6 +96,8 @@ def test_unknown_name_and_bad_options():
         data.load("digits", limit=0)
     with pytest.raises(ValueError, match="image_size"):
         data.load("digits", image_size=-1)
+    with pytest.raises(TypeError, match="image_size must be a positive int"):
+        data.load("digits", image_size=2.5)  # was truncated to 2 and failed later inside the resize
 
 
 def test_limit_keeps_a_fixed_ordered_subset_across_classes():
