@@ -5,14 +5,13 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from egbas_fast import core
 from egbas_fast.exploration import (BallSamples, Exploration, default_step_radius, explore, random_directions,
                                     ray_cap, sample_ball)
 from egbas_fast.region import GenerativeRegion
 
-from .toys import TOYS, conv_generator, reference_values
+from .toys import TOYS, conv_generator, oracle_inside, polytope_exit
 
 TOY = {t.name: t for t in TOYS}
 
@@ -33,16 +32,6 @@ def make_region(name, layer, seed=0, share=None):
     return toy, model, full.restrict(units)
 
 
-def oracle_inside(toy, model, region, Z):
-    """Plain-torch membership (tests/toys.reference_values, no hooks, no egbas_fast): (n,) bool."""
-    shape = toy.query_shape
-    x = torch.tensor(np.asarray(Z, np.float32)).reshape(len(Z), *shape)
-    q = torch.tensor(region.query).reshape(1, *shape)
-    on = reference_values(toy.name, model, region.layer, x)[:, region.units.copy()] > region.threshold  # (n, k)
-    on_q = reference_values(toy.name, model, region.layer, q)[:, region.units.copy()] > region.threshold  # (1, k)
-    return (on == on_q).all(1).numpy()
-
-
 CASES = [(t.name, layer, share) for t in TOYS for layer in t.layers for share in (None, 0.5)]
 
 
@@ -53,7 +42,7 @@ def test_every_node_is_inside_by_plain_torch(name, layer, share):
     z = res.latents
     assert z.dtype == np.float32 and z.shape == (120, region.dim)
     assert np.array_equal(z[0], region.query)
-    assert oracle_inside(toy, model, region, z).all()
+    assert oracle_inside(toy.name, toy.query_shape, model, region, z).all()
     # a tree: root -1, every parent an earlier node, every edge at most one step long
     assert res.parents[0] == -1 and res.parents.dtype == np.int64
     assert ((res.parents[1:] >= 0) & (res.parents[1:] < np.arange(1, 120))).all()
@@ -70,25 +59,15 @@ def test_bisection_nodes_grow_along_the_boundary():
     step, radius = default_step_radius(region)
     res = explore(region, n=60, step=50 * step, radius=radius * 50, batch=16, seed=0, progress=False)
     assert res.salvaged > 0
-    assert oracle_inside(toy, model, region, res.latents).all()
-
-
-def analytic_ray_exit(model, query, directions):
-    """Exit distance of the polytope {z : sign(Wz + b) = sign(Wq + b)} along each unit direction."""
-    W, b = model[0].weight.detach().double().numpy(), model[0].bias.detach().double().numpy()
-    a = W @ query.astype(np.float64) + b  # (n,) pre-activations at the query
-    rate = directions.astype(np.float64) @ W.T  # (k, n) d/dt of each pre-activation along each ray
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -a[None, :] / rate  # where each unit crosses 0
-    t[~(t > 0)] = np.inf
-    return t.min(axis=1)
+    assert oracle_inside(toy.name, toy.query_shape, model, region, res.latents).all()
 
 
 def test_default_step_and_radius_follow_the_stated_rule():
     toy, model, region = make_region("linear_relu", "0", seed=2)
     cap = ray_cap(region)
     assert cap == pytest.approx(2 * max(np.linalg.norm(region.query), 1.0))
-    exits = np.minimum(analytic_ray_exit(model, region.query, random_directions(64, region.dim, 0)), cap)
+    W, b = (p.detach().double().numpy() for p in (model[0].weight, model[0].bias))
+    exits = np.minimum(polytope_exit(W, b, region.query, random_directions(64, region.dim, 0)), cap)
     r = np.median(exits)
     step, radius = default_step_radius(region, seed=0)
     assert step == pytest.approx(r / 2, abs=1e-3 * cap)
@@ -172,7 +151,7 @@ def test_ball_samples_lie_in_the_ball_and_report_true_membership(norm):
     offset = s.latents.astype(np.float64) - region.query
     size = np.linalg.norm(offset, axis=1) if norm == "l2" else np.abs(offset).max(axis=1)
     assert size.max() <= eps * (1 + 1e-5)
-    truth = oracle_inside(toy, model, region, s.latents)
+    truth = oracle_inside(toy.name, toy.query_shape, model, region, s.latents)
     assert np.array_equal(s.inside, truth)
     assert s.in_region_rate == truth.mean() and 0 < s.in_region_rate < 1  # it leaks: the point of the baseline
     d = region.dim

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egbas_fast.region import GenerativeRegion
-from tests.toys import TOYS, linear_relu, reference_values
+from tests.toys import TOYS, linear_relu, polytope_exit, reference_values
 
 
 def _points(query, n, rng):
@@ -64,21 +64,11 @@ def test_polytope_analytic():
     assert 0 < want.sum() < len(Z)
 
 
-def _analytic_exit(W, b, q, U):
-    """First t > 0 at which some unit of sign(W (q + t u) + b) flips; inf if none. (k,)"""
-    a = W @ q + b  # (n,)
-    s = U @ W.T  # (k, n): d/dt of each pre-activation
-    with np.errstate(divide="ignore"):
-        t = -a[None, :] / s
-    t[(t <= 0) | ~np.isfinite(t)] = np.inf
-    return t.min(1)
-
-
 def test_boundary_distance_is_the_analytic_exit_of_the_polytope():
     model, W, b, query, rng = _polytope(seed=2)
     U = rng.standard_normal((64, 3))
     region = GenerativeRegion(model, "1", query)
-    want = _analytic_exit(W, b, query.astype(np.float64), U / np.linalg.norm(U, axis=1, keepdims=True))
+    want = polytope_exit(W, b, query, U / np.linalg.norm(U, axis=1, keepdims=True))
     tol = 1e-4
     got = region.boundary_distance(U * 3.7, tol=tol)  # the directions' length does not matter
     finite = np.isfinite(want)
@@ -262,7 +252,7 @@ def test_boundary_distance_property_random_polytopes(d, n, seed):
     rng = np.random.default_rng(seed)
     query = rng.standard_normal(d).astype(np.float32)
     U = rng.standard_normal((16, d))
-    want = _analytic_exit(W, b, query.astype(np.float64), U / np.linalg.norm(U, axis=1, keepdims=True))
+    want = polytope_exit(W, b, query, U / np.linalg.norm(U, axis=1, keepdims=True))
     got = GenerativeRegion(model, "0", query).boundary_distance(U, max_distance=50.0, tol=1e-3)
     np.testing.assert_allclose(got, np.minimum(want, 50.0), atol=1e-3 / 2 + 1e-4, rtol=0)
 

@@ -16,7 +16,7 @@ from egbas_fast import _files, report
 from egbas_fast.exploration import explore, random_directions
 from egbas_fast.region import GenerativeRegion
 
-from .toys import conv_generator, linear_relu, reference_values
+from .toys import conv_generator, linear_relu, oracle_inside, polytope_exit
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,14 +39,6 @@ def saved(conv_exploration, tmp_path_factory):
     return out
 
 
-def oracle_inside(model, region, Z):
-    x = torch.tensor(np.asarray(Z, np.float32)).reshape(len(Z), 6, 1, 1)
-    units = region.units.copy()
-    on = reference_values("conv", model, "main.2", x)[:, units] > 0
-    on_q = reference_values("conv", model, "main.2", torch.tensor(region.query).reshape(1, 6, 1, 1))[:, units] > 0
-    return (on == on_q).all(1).numpy()
-
-
 def test_exactly_the_report_files(saved):
     assert sorted(os.listdir(saved)) == sorted(report.REPORT_FILES)  # no temp file left behind
     for name in report.PNG_FILES:
@@ -66,13 +58,13 @@ def test_summary_numbers_are_measured(conv_exploration, saved):
     assert np.array_equal(data["latents"], res.latents) and np.array_equal(data["parents"], res.parents)
     assert np.array_equal(data["units"], res.region.units)
     # in-region rates: the oracle's verdict on the very samples saved
-    assert m["egbas"]["in_region_rate"] == oracle_inside(model, res.region, res.latents).mean() == 1.0
+    assert m["egbas"]["in_region_rate"] == oracle_inside("conv", (6, 1, 1), model, res.region, res.latents).mean() == 1.0
     query = res.latents[0]
     mean_dist = np.linalg.norm(res.latents - query, axis=1).mean()
     assert m["egbas"]["mean_distance"] == pytest.approx(mean_dist, rel=1e-6)
     for key in ("eps_l2", "eps_linf"):
         z, inside = data[f"{key}_latents"], data[f"{key}_inside"]
-        assert np.array_equal(inside, oracle_inside(model, res.region, z))
+        assert np.array_equal(inside, oracle_inside("conv", (6, 1, 1), model, res.region, z))
         assert m[key]["in_region_rate"] == inside.mean() and m[key]["n"] == len(z)
         # the ε radius matches the E-GBAS samples' mean distance from the query
         assert m[key]["mean_distance"] == pytest.approx(mean_dist, rel=0.1)
@@ -239,14 +231,9 @@ def test_profile_matches_analytic_polytope_exits():
     cap = 20.0
     prof = report.boundary_profile(region, order, shares, dirs, cap)
     W, b = model[0].weight.detach().double().numpy(), model[0].bias.detach().double().numpy()
-    a = W @ query + b
     for i, share in enumerate(shares):
-        k = int(round(share * 5))
-        rate = dirs.astype(np.float64) @ W[order[:k]].T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = -a[order[:k]] / rate
-        t[~(t > 0)] = np.inf
-        exact = np.minimum(t.min(1), cap)
+        kept = order[:int(round(share * 5))]
+        exact = np.minimum(polytope_exit(W[kept], b[kept], query, dirs), cap)
         ratio = (cap / (cap * 1e-4)) ** (1 / 47)  # the profile's geometric grid step
         finite = exact < cap
         assert np.all(prof[i, ~finite] == cap)

@@ -3,6 +3,7 @@ global RNG. `TOYS` lists every generator with its layers and query shape: `build
 """
 from collections import namedtuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -181,3 +182,25 @@ def reference_values(name, model, layer, x):
         else:
             raise KeyError(name)
     return out.reshape(out.shape[0], -1)
+
+
+def oracle_inside(name, query_shape, model, region, Z):
+    """Plain-torch membership of the latents Z in `region` (a GenerativeRegion of toy `name`): (n,) bool. Uses only
+    `reference_values` and the region's query, layer, units and threshold."""
+    x = torch.tensor(np.asarray(Z, np.float32)).reshape(len(Z), *query_shape)
+    q = torch.tensor(region.query).reshape(1, *query_shape)
+    units = region.units.copy()
+    on = reference_values(name, model, region.layer, x)[:, units] > region.threshold  # (n, k)
+    on_q = reference_values(name, model, region.layer, q)[:, units] > region.threshold  # (1, k)
+    return (on == on_q).all(1).numpy()
+
+
+def polytope_exit(W, b, query, directions):
+    """First t > 0 at which a unit of sign(W (query + t u) + b) flips, per row u of `directions` (inf if none): the
+    exact boundary distance of a Linear + ReLU region. W (n, d), b (n,), directions (k, d) -> (k,) float64."""
+    a = W @ np.asarray(query, np.float64) + b  # (n,) pre-activations at the query
+    rate = np.asarray(directions, np.float64) @ W.T  # (k, n): d/dt of each pre-activation along each ray
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -a[None, :] / rate  # where each unit crosses 0
+    t[~(t > 0)] = np.inf
+    return t.min(axis=1)
