@@ -51,6 +51,11 @@ f32_array as_f32(const py::object& obj, const char* name, int ndim, const char* 
   return f32_array::ensure(a);
 }
 
+void check_finite(const f32_array& a, const char* name) {
+  for (py::ssize_t i = 0, n = a.size(); i < n; ++i)
+    if (!std::isfinite(a.data()[i])) throw py::value_error(std::string(name) + " must be finite");
+}
+
 u64_array as_u64(const py::object& obj, const char* name, int ndim, const char* expected) {
   py::array a = as_numeric(obj, name, "iu");
   if (a.ndim() != ndim)
@@ -181,10 +186,8 @@ py::array_t<float> steer(const py::object& origins_obj, const py::object& target
                           shape_str(targets));
   if (!(step > 0) || !std::isfinite(step)) throw py::value_error("step must be positive and finite, got " + std::to_string(step));
   const int64_t B = origins.shape(0), d = origins.shape(1);
-  for (const f32_array* a : {&origins, &targets})
-    for (int64_t i = 0, n = B * d; i < n; ++i)
-      if (!std::isfinite(a->data()[i]))
-        throw py::value_error(std::string(a == &origins ? "origins" : "targets") + " must be finite");
+  check_finite(origins, "origins");
+  check_finite(targets, "targets");
   py::array_t<float> out({B, d});
   {
     py::gil_scoped_release nogil;
@@ -197,8 +200,7 @@ py::array_t<float> steer(const py::object& origins_obj, const py::object& target
 f32_array rng_centre(const py::object& centre_obj, double size, const char* size_name, int64_t n) {
   f32_array centre = as_f32(centre_obj, "center", 1, "(d,)");
   if (centre.shape(0) == 0) throw py::value_error("center must have at least one element");
-  for (int64_t j = 0; j < centre.shape(0); ++j)
-    if (!std::isfinite(centre.data()[j])) throw py::value_error("center must be finite");
+  check_finite(centre, "center");
   if (!(size > 0) || !std::isfinite(size))
     throw py::value_error(std::string(size_name) + " must be positive and finite, got " + std::to_string(size));
   if (n < 0) throw py::value_error("n must be >= 0, got " + std::to_string(n));
@@ -253,9 +255,8 @@ PYBIND11_MODULE(_core, m) {
     const int64_t N = points.shape(0), d = points.shape(1), B = queries.shape(0);
     if (N == 0 || d == 0) throw py::value_error("points must have at least one row and column, got " + shape_str(points));
     check_dim(queries, "queries", d, "(B, d)");
-    for (const f32_array* a : {&points, &queries})
-      for (int64_t i = 0, n = a->size(); i < n; ++i)
-        if (!std::isfinite(a->data()[i])) throw py::value_error(std::string(a == &points ? "points" : "queries") + " must be finite");
+    check_finite(points, "points");
+    check_finite(queries, "queries");
     py::array_t<int64_t> idx(B);
     py::array_t<float> dist2(B);
     {
