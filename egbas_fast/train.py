@@ -218,8 +218,9 @@ LATENT_PASSES, LATENT_BATCH = 50, 64
 def fit_latent_stage(vae, optimizer, x_all, passes=LATENT_PASSES, batch=LATENT_BATCH):
     """Fit the VAE's second stage to the codes the (frozen) encoder gives x_all: `passes` passes of minibatches
     z = mu + sigma * eps over them (warm-started every epoch from the last fit). Returns the mean loss of the last
-    pass. 50 passes over mnist5k's codes (3,950 steps) take ~8 s per epoch; fitted so after every epoch, the 5-epoch mnist5k VAE
-    gave 79% confidently recognised digits, one fit of 20,000 steps after training 80%, no second stage 63%."""
+    pass. 50 passes over mnist5k's codes (3,950 steps) take ~8 s per epoch; fitted so after every epoch, the
+    5-epoch mnist5k VAE gave 79% confidently recognised digits, one fit of 20,000 steps after training 80%, no
+    second stage 63%."""
     with torch.no_grad():
         mu, logvar = torch.cat([vae.encoder(x_all[i:i + 500]) for i in range(0, len(x_all), 500)]).chunk(2, dim=1)
     steps_per_pass = -(-len(mu) // batch)
