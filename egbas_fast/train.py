@@ -96,8 +96,8 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     generative models, out/losses.png at the end. resume=True continues an existing checkpoint up to `epochs`
     (and returns at once if it is already there) with the checkpoint's own settings (seed, batch size, lr, sizes,
     image_size, limit); without it an existing checkpoint is an error, not overwritten.
-    batch_size, lr, latent_dim, width, extra_layers: None = the kind's default (models.build). Only full batches are used (batch_size is capped
-    at the data size).
+    batch_size, lr, latent_dim, width, extra_layers: None = the kind's default (models.build). Only full batches
+    are used (batch_size is capped at the data size).
     """
     if model not in models.KINDS:
         raise KeyError(f"unknown model {model!r}; choose one of {', '.join(models.KINDS)}")
