@@ -62,10 +62,11 @@ def default_step_radius(region, seed=0):
 
     Rule: r = median distance from the query to the region's boundary along N_RAYS random directions (ray
     bisection to 0.1% of `ray_cap`, rays capped at `ray_cap`). step = r / 2. radius = 3 r sqrt(3 / d): a uniform
-    point of the box of half-width `radius` lies at distance ~ radius * sqrt(d / 3) = 3 r from the query, so targets pull the tree out
-    to the boundary in every direction, and two steps reach it in a typical one. Measured on the DCGANs (mnist and
-    faces, every ReLU layer, keep 1-10%, 500 nodes; bench/bench_explore.py --acceptance): 84-93% of proposals
-    become nodes, 21-38% of those by bisection, and the nodes' mean distance from the query is ~0.9 r.
+    point of the box of half-width `radius` lies at distance ~ radius * sqrt(d / 3) = 3 r from the query, so
+    targets pull the tree out to the boundary in every direction, and two steps reach it in a typical one.
+    Measured on the DCGANs (mnist and faces, every ReLU layer, keep 1-10%, 500 nodes; bench/bench_explore.py
+    --acceptance): 84-93% of proposals become nodes, 21-38% of those by bisection, and the nodes' mean distance
+    from the query is ~0.9 r.
     """
     cap = ray_cap(region)
     dist = np.asarray(region.boundary_distance(random_directions(N_RAYS, region.dim, seed), max_distance=cap,
