@@ -13,8 +13,8 @@ _PUBLIC = {
     "Selection": "selection",
     "explore": "exploration",  # a module named explore would shadow the function
     "Exploration": "exploration",
-    "sample_ball": "exploration",
-    "BallSamples": "exploration",
+    "sample_ball": "baselines",
+    "BallSamples": "baselines",
     "load": "checkpoint",
     "save_checkpoint": "checkpoint",
 }

@@ -21,6 +21,7 @@ from ._checks import positive_int, positive_real
 from ._checks import seed as check_seed
 
 from . import core
+from .region import check_region, random_directions, ray_cap
 
 BISECT_STEPS = 2  # a rejected candidate is resolved to 1/4 of its segment: 2 extra forwards of the rejected ones
 MIN_ADVANCE = 0.25  # a bisection point becomes a node only if it moved >= this fraction of the step
@@ -32,31 +33,7 @@ RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
-# -------------------------------------------------------------------------------------------------- validation
-def _check_region(region):
-    for attr in ("dim", "query", "contains", "boundary_distance", "generate"):
-        if not hasattr(region, attr):
-            raise TypeError(f"region must be an egbas_fast.GenerativeRegion (missing .{attr}), "
-                            f"got {type(region).__name__}")
-
-
 # ------------------------------------------------------------------------------------------- default step/radius
-def ray_cap(region):
-    """Farthest distance a ray from the query is followed: 2 * max(|query|, 1).
-
-    Regions of few boundaries are unbounded in many directions; beyond twice the query's own norm we are no longer
-    exploring "around" the query (for N(0, I) latents in d = 100 that is about 1.4x the distance between two
-    prior samples).
-    """
-    return 2.0 * max(float(np.linalg.norm(region.query)), 1.0)
-
-
-def random_directions(k, d, seed):
-    """(k, d) float32 unit vectors, uniform on the sphere, from the core's counter-based normal stream."""
-    g = core.random_normal(k, d, seed)
-    return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
-
-
 def default_step_radius(region, seed=0):
     """The default `step` and `radius` of `explore`, derived from the region itself. Returns (step, radius).
 
@@ -117,38 +94,7 @@ class Exploration:
         return build_report(self, out_dir, selection=selection, name=name, n_baseline=n_baseline)
 
 
-@dataclass
-class BallSamples:
-    """ε-ball baseline samples and their true membership."""
-
-    latents: np.ndarray  # (n, d) float32
-    inside: np.ndarray  # (n,) bool: region.contains of each sample
-    eps: float
-    norm: str
-
-    @property
-    def in_region_rate(self):
-        return float(self.inside.mean()) if len(self.inside) else 0.0
-
-
 # -------------------------------------------------------------------------------------------------- algorithms
-def sample_ball(region, n=500, *, eps, norm="l2", seed=0):
-    """The ε baseline: n latents uniform in the L2 ball (norm="l2") or the L∞ cube (norm="linf") of radius `eps`
-    around the query, with their membership evaluated (samples are NOT filtered: leaking out is the point)."""
-    _check_region(region)
-    n = positive_int(n, "n")
-    eps = positive_real(eps, "eps")
-    seed = check_seed(seed)
-    if norm == "l2":
-        z = core.random_uniform_ball(region.query, eps, n, seed)
-    elif norm == "linf":
-        z = core.random_uniform_box(region.query, eps, n, seed)
-    else:
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-    z = np.ascontiguousarray(z, np.float32)
-    return BallSamples(latents=z, inside=np.asarray(region.contains(z), bool), eps=eps, norm=norm)
-
-
 def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None, seed=0, progress=True):
     """Grow a tree of up to `n` nodes (query included) inside `region` with a batched RRT (see module docstring).
 
@@ -159,7 +105,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     proposals even if the tree is smaller (default 50 * n). seed: the targets are draws 0, 1, 2, ... of the seed's
     counter-based stream in the core (one per proposal), so the tree is identical whatever the thread count.
     """
-    _check_region(region)
+    check_region(region)
     n = positive_int(n, "n")
     batch = positive_int(batch, "batch")
     step = None if step is None else positive_real(step, "step")

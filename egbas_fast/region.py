@@ -234,3 +234,28 @@ class GenerativeRegion:
     def __repr__(self):
         return (f"GenerativeRegion(layer={self.layer!r}, dim={self.dim}, units={self.units.size}/{self.n_units}, "
                 f"threshold={self.threshold})")
+
+
+# ------------------------------------------------------------------------------------------- ray geometry helpers
+def check_region(region):
+    """TypeError unless `region` has what the samplers use (a GenerativeRegion or a stand-in with its methods)."""
+    for attr in ("dim", "query", "contains", "boundary_distance", "generate"):
+        if not hasattr(region, attr):
+            raise TypeError(f"region must be an egbas_fast.GenerativeRegion (missing .{attr}), "
+                            f"got {type(region).__name__}")
+
+
+def ray_cap(region):
+    """Farthest distance a ray from the query is followed: 2 * max(|query|, 1).
+
+    Regions of few boundaries are unbounded in many directions; beyond twice the query's own norm we are no longer
+    exploring "around" the query (for N(0, I) latents in d = 100 that is about 1.4x the distance between two
+    prior samples).
+    """
+    return 2.0 * max(float(np.linalg.norm(region.query)), 1.0)
+
+
+def random_directions(k, d, seed):
+    """(k, d) float32 unit vectors, uniform on the sphere, from the core's counter-based normal stream."""
+    g = core.random_normal(k, d, seed)
+    return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)

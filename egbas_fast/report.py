@@ -314,7 +314,8 @@ def _unit_order(region, selection):
 
 def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
     """Compute every picture and number of the report for Exploration `exp`, then write the files atomically."""
-    from .exploration import random_directions, ray_cap, sample_ball
+    from .baselines import sample_ball
+    from .region import random_directions, ray_cap
 
     out = check_writable(out_dir)
     if n_baseline is not None:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from egbas_fast import core
-from egbas_fast.exploration import (BallSamples, Exploration, default_step_radius, explore, random_directions,
-                                    ray_cap, sample_ball)
+from egbas_fast.baselines import BallSamples, sample_ball
+from egbas_fast.exploration import Exploration, default_step_radius, explore
+from egbas_fast.region import random_directions, ray_cap
 from egbas_fast.region import GenerativeRegion
 
 from .toys import TOYS, conv_generator, oracle_inside, polytope_exit

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from egbas_fast import _files, report
-from egbas_fast.exploration import explore, random_directions
+from egbas_fast.exploration import explore
+from egbas_fast.region import random_directions
 from egbas_fast.region import GenerativeRegion
 
 from .toys import conv_generator, linear_relu, oracle_inside, polytope_exit
