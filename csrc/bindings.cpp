@@ -5,10 +5,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <chrono>
 #include <cmath>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "egbas/egbas.hpp"
@@ -313,6 +317,23 @@ PYBIND11_MODULE(_core, m) {
     std::vector<double> buf(static_cast<size_t>(p.shape(0)));
     return egbas::detail::numpy_sq_dist(p.data(), q.data(), p.shape(0), buf.data());
   }, py::arg("p"), py::arg("q"));
+  m.def("_philox4x32", [](uint64_t seed, uint64_t draw, uint32_t coord, uint32_t tag) {  // test hook
+    // The raw Philox4x32-10 block behind every random draw: counter (draw lo, draw hi, coord, tag), key seed.
+    const egbas::detail::Philox4x32 r(seed, draw, coord, tag);
+    return py::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
+  }, py::arg("seed"), py::arg("draw"), py::arg("coord"), py::arg("tag"));
+  m.def("_pool_threads", [](int64_t chunks, int64_t micros) {  // test hook
+    // How many distinct threads run `chunks` chunks that each sleep `micros`: the pool at work.
+    std::mutex mutex;
+    std::set<std::thread::id> seen;
+    py::gil_scoped_release release;
+    egbas::parallel_for(chunks, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) std::this_thread::sleep_for(std::chrono::microseconds(micros));
+      std::lock_guard<std::mutex> lock(mutex);
+      seen.insert(std::this_thread::get_id());
+    });
+    return seen.size();
+  }, py::arg("chunks"), py::arg("micros"));
   m.def("set_num_threads", [](int k) {
     if (k < 0) throw py::value_error("k must be >= 1 (or 0 for the default), got " + std::to_string(k));
     egbas::set_num_threads(k);

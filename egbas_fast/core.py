@@ -11,13 +11,14 @@ Input policy (every function):
     thread count) or negative counts raise ValueError. Errors are raised before any result
     is returned; nothing is ever modified half-way (``Tree.add`` validates first).
   * The GIL is released while the C++ code runs; the core uses ``get_num_threads()`` threads
-    (default: all cores) and its results never depend on that number.
+    (default: $OMP_NUM_THREADS when set, else all cores) and its results never depend on that number.
 
 Functions:
   nearest(points, queries)            (N, d), (B, d) -> (idx int64 (B,), dist2 float32 (B,)). Exact:
       idx[b] is numpy's argmin of ((P64 - q64)**2).sum(1) (ties to the lowest index) and dist2
       that float64 value rounded to float32. A fused float32 filter with a proven error bound
-      keeps every possible winner, which is then re-checked in float64 in numpy's order.
+      keeps every possible winner, which is then re-checked in float64 in numpy's order; copies of an
+      earlier point are dropped first (they can never win), so duplicates cost no extra time or memory.
   Tree(dim, capacity=1024)            growable RRT node store (append-only, capacity doubles).
       .add(points (k, dim), parents (k,)) -> int64 (k,) indices of the new nodes; a parent is
           -1 or an earlier node. Everything is checked before the tree changes.

@@ -1,4 +1,6 @@
 """core.nearest and core.Tree against the float64 numpy oracle (ties to the lowest index)."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -136,6 +138,47 @@ def test_nearest_property(N, d, B, scale, offset, seed):
     assert_exact(points, np.concatenate([queries, points[: min(N, 3)]]))
 
 
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 400), d=st.integers(1, 20), B=st.integers(0, 30), distinct=st.integers(1, 6),
+       seed=st.integers(0, 2**32 - 1))
+def test_nearest_property_mostly_copies(N, d, B, distinct, seed):
+    """Points drawn from a few distinct rows (with +0.0 / -0.0 variants, equal but not bit-identical): the
+    copies are dropped before the search, and the answer is still the first of the tied rows."""
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(-2, 3, size=(distinct, d)).astype(np.float32)
+    points = pool[rng.integers(0, distinct, N)]
+    points[rng.random(points.shape) < 0.2] *= -1  # 0.0 -> -0.0 in some copies
+    queries = np.concatenate([rng.integers(-2, 3, size=(B, d)).astype(np.float32) + 0.5, pool])
+    assert_exact(points, queries)
+
+
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 300), d=st.integers(1, 20), B=st.integers(1, 30), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+       in_points=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_nearest_rejects_one_non_finite_value_anywhere(N, d, B, bad, in_points, seed):
+    rng = np.random.default_rng(seed)
+    points, queries = rng.standard_normal((N, d)).astype(np.float32), rng.standard_normal((B, d)).astype(np.float32)
+    target = points if in_points else queries
+    row, col = rng.integers(0, len(target)), rng.integers(0, d)
+    target[row, col] = bad
+    name = "points" if in_points else "queries"
+    with pytest.raises(ValueError, match=rf"{name} must be finite \(row {row}\)"):
+        core.nearest(points, queries)
+
+
+def test_twenty_thousand_identical_points():
+    """The tie case that used to keep every point as a candidate of every query (~107 MB, 60x the time of random
+    points): copies are dropped first; bench/bench_core.py measures the time and memory against random points."""
+    rng = np.random.default_rng(12)
+    points = np.repeat(rng.standard_normal((1, 128)).astype(np.float32), 20000, 0)
+    queries = rng.standard_normal((256, 128)).astype(np.float32)
+    idx, dist = core.nearest(points, queries)
+    assert (idx == 0).all()
+    np.testing.assert_array_equal(dist, oracle(points[:1], queries)[1])
+    points[rng.integers(1, 20000, 5000)] = rng.standard_normal((5000, 128)).astype(np.float32)  # copies among others
+    assert_exact(points, np.concatenate([queries[:20], points[[0, 7, 19999]]]))
+
+
 @pytest.mark.parametrize("scale", [1e-20, 1e-42, 1e12])
 def test_extreme_magnitudes(scale):
     """Subnormal squares (the float32 filter sees zeros) and large values stay exact."""
@@ -165,6 +208,32 @@ def test_thread_count_does_not_change_results():
         np.testing.assert_array_equal(idx, results[0][0])
         np.testing.assert_array_equal(dist, results[0][1])
     np.testing.assert_array_equal(results[0][0], oracle(points, queries)[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+ warns about fork with threads alive
+def test_a_forked_child_runs_the_core_on_threads_of_its_own():
+    """The parent's pool workers do not exist in a forked child: the child must start its own (not hang on the
+    parent's, nor fall back to one thread) and still give the exact answers."""
+    from egbas_fast import _core
+
+    rng = np.random.default_rng(13)
+    points, queries = rng.standard_normal((3000, 16)).astype(np.float32), rng.standard_normal((50, 16)).astype(np.float32)
+    core.set_num_threads(2)
+    try:
+        assert _core._pool_threads(8, 50_000) == 2  # 8 chunks sleeping 50 ms: both threads take some
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = _core._pool_threads(8, 50_000) == 2
+                ok = ok and np.array_equal(core.nearest(points, queries)[0], oracle(points, queries)[0])
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        core.set_num_threads(0)
 
 
 def test_conversions():

@@ -3,6 +3,7 @@
 // pair is simple and exact; the CPU core remains the reference implementation.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -113,19 +114,25 @@ void nearest(const float* points, int64_t N, int64_t d, const float* queries, in
              float* dist2) {
   if (B == 0) return;
   const int64_t chunks = (N + kThreads - 1) / kThreads;
+  // Queries go in slabs whose partial results (16 bytes per query and chunk) fit in
+  // kPartialBytes, so the scratch is bounded whatever B * N is (and grid.y <= 65535).
+  constexpr int64_t kPartialBytes = int64_t(64) << 20;
+  const int64_t per_slab = chunks * int64_t(sizeof(double) + sizeof(int64_t));
+  const int64_t slab = std::max<int64_t>(1, std::min<int64_t>({B, 65535, kPartialBytes / per_slab}));
   DeviceArray<float> dp{size_t(N * d)}, dq{size_t(B * d)}, dd{size_t(B)};
-  DeviceArray<double> part_dist{size_t(B * chunks)};
-  DeviceArray<int64_t> part_idx{size_t(B * chunks)}, di{size_t(B)};
+  DeviceArray<double> part_dist{size_t(slab * chunks)};
+  DeviceArray<int64_t> part_idx{size_t(slab * chunks)}, di{size_t(B)};
   check(cudaMemcpy(dp.ptr, points, sizeof(float) * N * d, cudaMemcpyHostToDevice), "copy points");
   check(cudaMemcpy(dq.ptr, queries, sizeof(float) * B * d, cudaMemcpyHostToDevice), "copy queries");
-  for (int64_t b0 = 0; b0 < B; b0 += 65535) {  // grid.y limit
-    const int64_t nb = B - b0 < 65535 ? B - b0 : 65535;
-    nearest_chunks<<<dim3(unsigned(chunks), unsigned(nb)), kThreads>>>(
-        dp.ptr, N, d, dq.ptr + b0 * d, part_dist.ptr + b0 * chunks, part_idx.ptr + b0 * chunks);
+  for (int64_t b0 = 0; b0 < B; b0 += slab) {
+    const int64_t nb = std::min(slab, B - b0);
+    nearest_chunks<<<dim3(unsigned(chunks), unsigned(nb)), kThreads>>>(dp.ptr, N, d, dq.ptr + b0 * d, part_dist.ptr,
+                                                                      part_idx.ptr);
+    check(cudaGetLastError(), "nearest kernel");
+    nearest_reduce<<<unsigned((nb + 127) / 128), 128>>>(part_dist.ptr, part_idx.ptr, chunks, nb, di.ptr + b0,
+                                                         dd.ptr + b0);
+    check(cudaGetLastError(), "nearest reduce");
   }
-  check(cudaGetLastError(), "nearest kernel");
-  nearest_reduce<<<unsigned((B + 127) / 128), 128>>>(part_dist.ptr, part_idx.ptr, chunks, B, di.ptr, dd.ptr);
-  check(cudaGetLastError(), "nearest reduce");
   check(cudaMemcpy(idx, di.ptr, sizeof(int64_t) * B, cudaMemcpyDeviceToHost), "copy idx");
   check(cudaMemcpy(dist2, dd.ptr, sizeof(float) * B, cudaMemcpyDeviceToHost), "copy dist2");
 }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -229,7 +230,7 @@ inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const 
   }
 
   // Exact re-check of every candidate that survives the final threshold (usually one or two
-  // per query; all of them for a cloud of duplicates, hence the work estimate).
+  // per query; many only for distinct points at exactly equal distances, hence the work estimate).
   double candidates = 0;
   for (const auto& c : cands) candidates += double(c.size());
   parallel_for(B, [&](int64_t lo, int64_t hi) {
@@ -286,6 +287,72 @@ inline void centre_rows(const float* X, int64_t lo, int64_t hi, int64_t d, const
   }
 }
 
+// Ascending indices of the first row of each distinct value of X (N, d), or empty when all
+// rows differ. A later copy of a row can never be the answer (its distance is the same and
+// ties go to the lowest index), so the search drops copies: without that, N identical points
+// would all survive the filter as candidates of every query (N x B entries, N x B exact
+// re-checks). Identical rows have bit-identical norms, so rows are first grouped by norm
+// (one hash probe each, O(N)); only rows whose norm repeats are hashed whole and compared.
+// Treating two equal rows as different (a -0.0 against a 0.0) costs time, never exactness.
+inline std::vector<int64_t> first_occurrences(const float* X, int64_t N, int64_t d, const float* norms) {
+  if (N < 2) return {};
+  auto bits = [](float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+  };
+  auto mix = [](uint64_t h) {  // a 64-bit finaliser (MurmurHash3's fmix64): spreads near keys
+    h ^= h >> 33, h *= 0xff51afd7ed558ccdULL, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
+  };
+  uint64_t size = 2;
+  while (size < 2 * uint64_t(N)) size <<= 1;  // load <= 1/2: short linear probes
+  const uint64_t mask = size - 1;
+  std::vector<int64_t> slot(size, -1);
+  std::vector<uint64_t> slot_hash(size);
+  std::vector<char> repeated(size_t(N), 0);
+  bool any = false;
+  for (int64_t i = 0; i < N; ++i) {
+    const uint64_t key = bits(norms[i]);
+    for (uint64_t s = mix(key) & mask;; s = (s + 1) & mask) {
+      if (slot[s] < 0) {
+        slot[s] = i, slot_hash[s] = key;
+        break;
+      }
+      if (slot_hash[s] == key) {
+        repeated[i] = repeated[slot[s]] = 1, any = true;
+        break;
+      }
+    }
+  }
+  if (!any) return {};
+  std::fill(slot.begin(), slot.end(), -1);
+  std::vector<int64_t> keep;
+  keep.reserve(size_t(N));
+  for (int64_t i = 0; i < N; ++i) {
+    const float* row = X + i * d;
+    bool copy = false;
+    if (repeated[i]) {
+      uint64_t h = bits(norms[i]);
+      for (int64_t k = 0; k < d; ++k) h = (h ^ bits(row[k])) * 0x100000001b3ULL;  // FNV-1a over words
+      h = mix(h);
+      for (uint64_t s = h & mask;; s = (s + 1) & mask) {
+        if (slot[s] < 0) {
+          slot[s] = i, slot_hash[s] = h;
+          break;
+        }
+        if (slot_hash[s] == h && std::memcmp(X + slot[s] * d, row, size_t(d) * sizeof(float)) == 0) {
+          copy = true;
+          break;
+        }
+      }
+    }
+    if (!copy) keep.push_back(i);
+  }
+  if (int64_t(keep.size()) == N) return {};
+  return keep;
+}
+
 }  // namespace detail
 
 // points: (N, d), queries: (B, d), row-major float32. Writes idx (B,) and dist2 (B,).
@@ -316,17 +383,34 @@ inline void nearest(const float* points, int64_t N, int64_t d, const float* quer
     centre[k] = float(s / double(N));
     centre_norm += double(centre[k]) * centre[k];
   }
+  // Copies of earlier rows are dropped (see first_occurrences): the search runs over the
+  // M distinct rows and its answers are mapped back to indices of `points`.
+  const std::vector<int64_t> keep = detail::first_occurrences(points, N, d, norms.data());
+  const float* P = points;
+  int64_t M = N;
+  std::vector<float> distinct;
+  if (!keep.empty()) {
+    M = int64_t(keep.size());
+    distinct.resize(size_t(M * d));
+    for (int64_t i = 0; i < M; ++i) {
+      std::memcpy(distinct.data() + i * d, points + keep[i] * d, size_t(d) * sizeof(float));
+      norms[i] = norms[keep[i]];  // keep is ascending, so this never overwrites a norm still needed
+    }
+    P = distinct.data();
+  }
   // A cloud far from the origin is centred on its mean (one copy); one around the origin
   // is used in place. Either way the answer is exact; centring only narrows the filter.
   if (centre_norm <= 0.25 * mean_norm) {
-    detail::nearest_centred(points, d, norms.data(), points, d, N, d, nullptr, queries, B, idx, dist2);
-    return;
+    detail::nearest_centred(P, d, norms.data(), P, d, M, d, nullptr, queries, B, idx, dist2);
+  } else {
+    std::vector<float> centred(size_t(M * d));
+    parallel_for(M, [&](int64_t lo, int64_t hi) {
+      detail::centre_rows(P, lo, hi, d, centre.data(), centred.data(), norms.data(), "points");
+    }, double(M) * d, 1e5);
+    detail::nearest_centred(centred.data(), d, norms.data(), P, d, M, d, centre.data(), queries, B, idx, dist2);
   }
-  std::vector<float> centred(size_t(N * d));
-  parallel_for(N, [&](int64_t lo, int64_t hi) {
-    detail::centre_rows(points, lo, hi, d, centre.data(), centred.data(), norms.data(), "points");
-  }, double(N) * d, 1e5);
-  detail::nearest_centred(centred.data(), d, norms.data(), points, d, N, d, centre.data(), queries, B, idx, dist2);
+  if (!keep.empty())
+    for (int64_t b = 0; b < B; ++b) idx[b] = keep[idx[b]];
 }
 
 }  // namespace egbas

@@ -2,18 +2,23 @@
 // pool of std::threads. Work is cut into fixed chunks that threads take from an atomic
 // counter, so a thread the OS delays does not hold up the others, and every result is
 // independent of which thread ran which chunk (callers never depend on the thread count).
+// Idle workers sleep on a condition variable (no spinning: on a shared machine a spinning
+// worker takes the core from torch's threads); a forked child gets a fresh pool.
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace egbas {
 
@@ -24,15 +29,26 @@ inline std::atomic<int>& thread_setting() {
 }
 }  // namespace detail
 
+// The default thread count: OMP_NUM_THREADS when it starts with a positive integer (as torch
+// and numpy's BLAS read it), else the hardware concurrency. Read once.
+inline int default_num_threads() {
+  static const int n = [] {
+    const char* env = std::getenv("OMP_NUM_THREADS");
+    const long k = env ? std::strtol(env, nullptr, 10) : 0;
+    if (k > 0) return static_cast<int>(std::min<long>(k, 1024));
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+  }();
+  return n;
+}
+
 // Number of threads the core uses (>= 1).
 inline int get_num_threads() {
   int n = detail::thread_setting().load();
-  if (n > 0) return n;
-  unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return n > 0 ? n : default_num_threads();
 }
 
-// k >= 1 sets the count; k <= 0 restores the default (hardware concurrency).
+// k >= 1 sets the count; k <= 0 restores the default (default_num_threads).
 inline void set_num_threads(int k) { detail::thread_setting().store(k > 0 ? k : 0); }
 
 namespace detail {
@@ -67,9 +83,18 @@ struct Job {
 
 class Pool {
  public:
+  // Never destroyed: workers may still be parked at exit. After fork() the child holds only
+  // the forking thread, so the parent's pool (its workers, maybe a locked mutex) is useless
+  // there: the child abandons it and starts a new one, which spawns its own workers.
   static Pool& instance() {
-    static Pool* pool = new Pool;  // never destroyed: workers may still be parked at exit
-    return *pool;
+    static const bool registered = [] {
+#if defined(__unix__) || defined(__APPLE__)
+      pthread_atfork(nullptr, nullptr, [] { slot() = new Pool; });
+#endif
+      return true;
+    }();
+    (void)registered;
+    return *slot();
   }
 
   // Runs job with up to `threads` threads (the caller included). Returns false, without
@@ -95,6 +120,10 @@ class Pool {
   }
 
  private:
+  static Pool*& slot() {
+    static Pool* pool = new Pool;
+    return pool;
+  }
   static bool& in_worker() {
     static thread_local bool flag = false;
     return flag;
@@ -103,10 +132,6 @@ class Pool {
     in_worker() = true;
     uint64_t seen = 0;
     for (;;) {
-      // Spin a little before parking: waking a parked thread (an idle vCPU on a VM) can take
-      // milliseconds, as long as a whole job, so back-to-back calls would run on one thread.
-      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-      while (generation_.load() == seen && std::chrono::steady_clock::now() < spin_until) std::this_thread::yield();
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -123,7 +148,6 @@ class Pool {
   std::vector<std::thread> workers_;
   std::shared_ptr<Job> job_;
   std::atomic<uint64_t> generation_{0};
-  static constexpr int kSpinMicros = 1000;
 };
 
 }  // namespace detail
