@@ -9,8 +9,14 @@ queries x {1k, 20k, 100k} points x d in {64, 128, 512}; pack_signs + mismatch_co
 (packbits, xor, bitwise_count) vs a plain read of the values (values.sum()) on 256 x 65,536.
 Every library uses the same number of threads: 2 by default, or EGBAS_BENCH_THREADS / --threads
 (set before numpy loads its BLAS, so OpenBLAS/OpenMP obey it too).
+
+Ties: 256 queries against 20,000 copies of one point vs 20,000 random points (d = 128), time and
+the peak memory the call adds (each measured in a fresh process).
+--compete runs a torch job (512 x 512 matmuls on one thread) in the background throughout, as on a
+machine shared with a training run.
 """
 import os
+import subprocess
 import sys
 import time
 
@@ -100,6 +106,13 @@ def test_nearest(benchmark, n, d, method):
     benchmark(nearest_methods(points, queries)[method])
 
 
+@pytest.mark.parametrize("kind", ["random", "identical"])
+def test_nearest_ties(benchmark, kind):
+    points, queries = make_tie_data(kind)
+    benchmark.group = "nearest 256 x 20000 x d=128: random points vs 20000 copies of one"
+    benchmark(lambda: core.nearest(points, queries))
+
+
 @pytest.mark.parametrize("method", ["core", "numpy", "read"])
 def test_pack_and_compare(benchmark, method):
     values = make_pack_data()
@@ -127,10 +140,51 @@ def best_times(methods, repeats, passes=3, budget_s=1.0):
     return {name: t * 1e3 for name, t in best.items()}
 
 
+def make_tie_data(kind, n=20_000, d=128, seed=0):
+    """`kind` = 'identical' (n copies of one point) or 'random' points, and QUERIES random queries."""
+    points, queries = make_nearest_data(n, d, seed)
+    return (np.repeat(points[:1], n, 0) if kind == "identical" else points), queries
+
+
+_PEAK = """
+import resource, sys
+sys.path.insert(0, {bench!r})
+from bench_core import make_tie_data
+from egbas_fast import core
+core.set_num_threads({threads})
+points, queries = make_tie_data({kind!r})
+core.nearest(points[:10], queries[:1])  # load and warm the core before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+core.nearest(points, queries)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def peak_extra_mb(kind):
+    """Peak resident memory (MB) that one nearest call adds, in a fresh process (ru_maxrss only grows)."""
+    code = _PEAK.format(bench=os.path.dirname(os.path.abspath(__file__)), threads=THREADS, kind=kind)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])  # the last line: an editable install may print its rebuild first
+
+
+COMPETITOR = "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a @ a\n"
+
+
 def main(argv):
     quick = "--quick" in argv
+    competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if "--compete" in argv else None
+    try:
+        run(quick, competitor is not None)
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+
+
+def run(quick, competing):
     set_threads()
-    print(f"egbas core benchmark: {THREADS} threads, isa={core.simd_isa()}, faiss={'yes' if faiss else 'no'}")
+    print(f"egbas core benchmark: {THREADS} threads, isa={core.simd_isa()}, faiss={'yes' if faiss else 'no'}"
+          f"{', with a competing 1-thread torch matmul job' if competing else ''}")
     print(f"{'case':<26}{'core ms':>9}{'numpy ms':>10}{'faiss ms':>10}{'Q@P.T ms':>10}"
           f"{'x numpy':>9}{'x faiss':>9}{'of gemm':>9}")
     cases = [(20_000, 128)] if quick else NEAREST_CASES
@@ -147,6 +201,16 @@ def main(argv):
           f"{t['numpy'] / t['core']:9.2f}{t['read'] / t['core']:10.2f}")
     print("x numpy / x faiss: speed-up of core; of gemm: core throughput as a share of Q @ P.T alone;"
           " read/core: plain read time over pack+compare time (>= 0.67 means within 1.5x of a read).")
+    ties = {}
+    for kind in ("random", "identical"):
+        points, queries = make_tie_data(kind)
+        ties[kind] = (best_times({"core": lambda: core.nearest(points, queries)}, repeats=20)["core"],
+                      peak_extra_mb(kind))
+    print(f"\n{'case':<34}{'core ms':>9}{'peak MB':>9}")
+    for kind, (ms, mb) in ties.items():
+        print(f"{f'nearest 256x20000x128 {kind}':<34}{ms:9.2f}{mb:9.1f}")
+    print(f"identical / random: {ties['identical'][0] / ties['random'][0]:.2f}x the time, "
+          f"{ties['identical'][1] / max(ties['random'][1], 1e-9):.2f}x the memory")
 
 
 if __name__ == "__main__":
