@@ -17,6 +17,7 @@ _PUBLIC = {
     "BallSamples": "baselines",
     "load": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "sweep": "sweeps",  # a module named sweep would shadow the function
 }
 _SUBMODULES = {"core", "zoo", "models", "data", "train"}
 

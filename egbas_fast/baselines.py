@@ -2,6 +2,8 @@
 membership (the samples are NOT filtered: leaking out of the region is what the baseline shows)."""
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from . import core
@@ -39,3 +41,14 @@ def sample_ball(region, n=500, *, eps, norm="l2", seed=0):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     z = np.ascontiguousarray(z, np.float32)
     return BallSamples(latents=z, inside=np.asarray(region.contains(z), bool), eps=eps, norm=norm)
+
+
+def matched_eps(mean_distance, d, norm):
+    """The ε at which `sample_ball` samples lie at `mean_distance` from the query on average, so a baseline is
+    compared with the tree at the same spread: E|u| = ε d/(d+1) in the L2 ball, ~ε sqrt(d/3) (1 - 1/(10d)) in
+    the L∞ cube of half-width ε."""
+    if norm == "l2":
+        return mean_distance * (d + 1) / d
+    if norm == "linf":
+        return mean_distance / (math.sqrt(d / 3.0) * (1.0 - 1.0 / (10.0 * d)))
+    raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")

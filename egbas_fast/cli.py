@@ -1,4 +1,4 @@
-"""The `egbas` command line: demo, train, explore.
+"""The `egbas` command line: demo, train, explore, sweep.
 
 Every user error ends as ONE line on stderr (`egbas: error: ...`) and exit status 2, never a traceback.
 """
@@ -81,7 +81,61 @@ def build_parser():
     explore.add_argument("--query-seed", type=int, default=0, help="seed of the query latent")
     explore.add_argument("--seed", type=int, default=0, help="seed of the exploration")
     explore.add_argument("--out", required=True, help="report directory")
+
+    sweep = commands.add_parser("sweep", help="explore layers x keeps x queries in parallel into a Parquet table",
+                                description="One exploration per (layer, keep, query), one row each in "
+                                            "OUT/part-*.parquet; a rerun skips finished rows. --summary OUT writes "
+                                            "OUT/summary.html from the table instead.")
+    model = sweep.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", help="checkpoint directory (from egbas train)")
+    model.add_argument("--model", choices=("faces",), help="faces: the pretrained 64x64 face DCGAN")
+    sweep.add_argument("--layers", type=_names, help="comma-separated layer names, e.g. main.2,main.5")
+    sweep.add_argument("--keeps", type=_fractions, default=[0.05], help="comma-separated shares of units kept "
+                                                                          "(default: 0.05)")
+    sweep.add_argument("--queries", help="query seeds, e.g. 0-63 or 0,3,8-11")
+    sweep.add_argument("--n", type=_positive_int, default=500, help="tree nodes per row (default: 500)")
+    sweep.add_argument("--seed", type=_non_negative_int, default=0, help="seed of selection and exploration")
+    sweep.add_argument("--out", help="table directory")
+    sweep.add_argument("--workers", type=_positive_int, default=None, help="embedded worker processes "
+                                                                           "(default: one per CPU core)")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS; unset: "
+                                                       "embedded process pool); needs egbas-fast[ray]")
+    sweep.add_argument("--reports", action="store_true", help="also write each row's report under OUT/reports/")
+    sweep.add_argument("--summary", metavar="OUT", help="write OUT/summary.html (plots of the table) and exit")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _names(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names without empty items, got {text!r}")
+    return names
+
+
+def _fractions(text):
+    try:
+        return [_fraction(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated fractions in (0, 1], got {text!r}") from None
+
+
+def _run_sweep(args):
+    from . import sweeps as sweep
+
+    if args.summary:
+        print(f"summary: {sweep.write_summary(args.summary)}")
+        return
+    missing = [flag for flag, value in (("--checkpoint or --model", args.checkpoint or args.model),
+                                        ("--layers", args.layers), ("--queries", args.queries), ("--out", args.out))
+               if not value]
+    if missing:
+        raise ValueError(f"egbas sweep needs {', '.join(missing)} (or --summary OUT)")
+    table = sweep.sweep(args.checkpoint or args.model, args.layers, args.keeps, args.queries, n=args.n,
+                        out=args.out, seed=args.seed, workers=args.workers, address=args.address,
+                        reports=args.reports, progress=not args.quiet)
+    failed = sum(status != "ok" for status in table.column("status").to_pylist())
+    print(f"table: {args.out} ({table.num_rows} rows, {failed} failed); plots: egbas sweep --summary {args.out}")
 
 
 def _run(args):
@@ -92,6 +146,8 @@ def _run(args):
                     width=args.width, image_size=args.image_size, limit=args.limit, batch_size=args.batch_size,
                     extra_layers=args.extra_layers)
         print(f"checkpoint: {out}")
+    elif args.command == "sweep":
+        _run_sweep(args)
     elif args.command == "demo":
         from .demo import run_demo
         run_demo(args.out, args.model)

@@ -314,7 +314,7 @@ def _unit_order(region, selection):
 
 def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
     """Compute every picture and number of the report for Exploration `exp`, then write the files atomically."""
-    from .baselines import sample_ball
+    from .baselines import matched_eps, sample_ball
     from .region import random_directions, ray_cap
 
     out = check_writable(out_dir)
@@ -330,12 +330,10 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
     egbas_inside = np.asarray(region.contains(z), bool)
     mean_dist = float(np.linalg.norm(z - query, axis=1).mean()) or float(exp.step)  # a lone root: use the step
 
-    # --- ε baselines at the same mean distance from the query: E|u| = eps*d/(d+1) in the L2 ball,
-    #     ~eps*sqrt(d/3)*(1 - 1/(10d)) in the L∞ cube
+    # --- ε baselines at the same mean distance from the query
     nb = n_baseline if n_baseline is not None else min(max(m, GRID), 2000)
-    l2 = sample_ball(region, nb, eps=mean_dist * (d + 1) / d, norm="l2", seed=exp.seed)
-    linf = sample_ball(region, nb, eps=mean_dist / (math.sqrt(d / 3.0) * (1.0 - 1.0 / (10.0 * d))), norm="linf",
-                       seed=exp.seed)
+    l2 = sample_ball(region, nb, eps=matched_eps(mean_dist, d, "l2"), norm="l2", seed=exp.seed)
+    linf = sample_ball(region, nb, eps=matched_eps(mean_dist, d, "linf"), norm="linf", seed=exp.seed)
     sets = {"egbas": (z, egbas_inside, None), "eps_l2": (l2.latents, l2.inside, l2.eps),
             "eps_linf": (linf.latents, linf.inside, linf.eps)}
 

@@ -204,3 +204,24 @@ def polytope_exit(W, b, query, directions):
         t = -a[None, :] / rate  # where each unit crosses 0
     t[~(t > 0)] = np.inf
     return t.min(axis=1)
+
+
+class FailsOnSomeQueries(nn.Module):
+    """Linear -> ReLU -> Linear whose full forward of ONE latent with z[0] > 0.5 raises: boundary selection (batch 1)
+    fails for those queries while the prefix up to layer '1' (regions, exploration) always works. A sweep must
+    record those rows as failed and go on."""
+
+    def __init__(self, d=4, n=12, out=5):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d, n), nn.ReLU())
+        self.head = nn.Linear(n, out)
+
+    def forward(self, z):
+        h = self.body(z)
+        if z.shape[0] == 1 and float(z[0, 0]) > 0.5:
+            raise ValueError("planted failure for this query")
+        return self.head(h)
+
+
+def fails_on_some_queries(seed=5):
+    return _seeded(FailsOnSomeQueries(), seed)
