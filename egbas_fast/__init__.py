@@ -18,6 +18,9 @@ _PUBLIC = {
     "load": "checkpoint",
     "save_checkpoint": "checkpoint",
     "sweep": "sweeps",  # a module named sweep would shadow the function
+    "invert": "inversion",
+    "Inversion": "inversion",
+    "encode": "inversion",
 }
 _SUBMODULES = {"core", "zoo", "models", "data", "train"}
 
