@@ -238,7 +238,7 @@ def acceptance_table(n=500):
 
     print("\n| model | layer | keep | units | acceptance | bisection share | seconds |")
     print("|---|---|---|---|---|---|---|")
-    for name, model in (("faces", zoo.face_dcgan()), ("mnist", mnist_dcgan(progress=False))):
+    for name, model in (("faces", zoo.face_dcgan()), ("mnist", mnist_dcgan())):
         query = query_latent(model, 0)
         for layer in relu_layers(model):
             for keep in (0.01, 0.05, 0.10):

@@ -51,7 +51,7 @@ def build_parser():
     demo = commands.add_parser("demo", help="explore an embedded default generator and write the report")
     demo.add_argument("--out", default="egbas-demo", help="report directory (default: egbas-demo)")
     demo.add_argument("--model", choices=("faces", "mnist"), default="mnist",
-                      help="mnist (default): a small DCGAN trained once on mnist5k; "
+                      help="mnist (default): the small DCGAN shipped with the package (trained on mnist5k); "
                            "faces: the pretrained 64x64 face DCGAN")
 
     train = commands.add_parser("train", help="train a model; writes a checkpoint every epoch")

@@ -27,9 +27,6 @@ _LR = {"gan": 5e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
 _BATCH = {"gan": 8, "dcgan": 8, "vae": 8, "ae": 32, "classifier": 64}
 N_SAMPLES = 64  # images in samples.png (8 x 8)
 EPOCH_RECORDS = ("val_accuracy", "latent_nll")  # history entries recorded once per epoch, not per step
-# Bump when a default or the training procedure changes what train() produces: cached models (egbas demo) are
-# keyed by it, so an upgraded package does not reuse a model trained by the old recipe.
-RECIPE = 3
 
 
 class TrainingError(ValueError):

@@ -1,4 +1,4 @@
-"""egbas demo / egbas explore: the whole pipeline on tiny models, the cache, and one-line errors."""
+"""egbas demo / egbas explore: the whole pipeline on tiny models and the shipped one, and one-line errors."""
 import json
 import os
 
@@ -54,7 +54,7 @@ def test_unwritable_out_fails_before_loading(tiny_checkpoint, tmp_path, monkeypa
     monkeypatch.setattr("egbas_fast.checkpoint.load", lambda *a, **k: pytest.fail("loaded before checking --out"))
     with pytest.raises(report.OutputDirectoryError):
         demo.run_explore(tiny_checkpoint, "main.2", out=tmp_path / "file" / "out")
-    monkeypatch.setattr(demo, "mnist_dcgan", lambda *a, **k: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(demo, "mnist_dcgan", lambda *a, **k: pytest.fail("loaded before checking --out"))
     with pytest.raises(report.OutputDirectoryError):
         demo.run_demo(tmp_path / "file" / "out", "mnist")
 
@@ -74,23 +74,20 @@ def test_cli_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
-def test_demo_trains_once_then_reuses_the_cache(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("EGBAS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(demo, "MNIST_TRAINING", {"model": "dcgan", "data": "mnist5k", "epochs": 1, "width": 4,
-                                                 "batch_size": 32, "limit": 64, "seed": 0})
-    monkeypatch.setattr(demo, "DEMO_NODES", 30)
-    first = demo.run_demo(tmp_path / "one", "mnist")
-    (cached,) = (tmp_path / "cache").iterdir()
-    weights = (cached / "model.safetensors").stat().st_mtime_ns
-    assert "training a small DCGAN" in capsys.readouterr().out
-    second = demo.run_demo(tmp_path / "two", "mnist")
-    assert "training" not in capsys.readouterr().out
-    assert (cached / "model.safetensors").stat().st_mtime_ns == weights
-    one, two = (json.loads((p / "summary.json").read_text()) for p in (first, second))
+def test_demo_explores_the_shipped_generator_without_training(tmp_path, monkeypatch):
+    """run_demo hands the shipped generator and its middle ReLU to explore_model (the whole pipeline on a real
+    checkpoint is test_run_explore_writes_the_report; the shipped weights are tests/test_shipped_weights.py)."""
+    monkeypatch.setattr("egbas_fast.train.train", lambda *a, **k: pytest.fail("the demo trained a model"))
+    calls = []
+    monkeypatch.setattr(demo, "explore_model", lambda model, layer, out, **k: calls.append((model, layer, out)) or out)
+    assert demo.run_demo(tmp_path / "one", "mnist") == (tmp_path / "one").absolute()
+    (model, layer, out), = calls
     # ReLUs main.2, 5, 8 at 7x7 and main.11, 14, 17 at 14x14 (two extra blocks after each strided one); the demo
     # explores the middle one
-    assert one["region"] == two["region"] and one["region"]["layer"] == "main.11"
-    assert np.array_equal(np.load(first / "latents.npz")["latents"], np.load(second / "latents.npz")["latents"])
+    assert layer == "main.11" and not model.training
+    shipped = demo.mnist_dcgan()
+    assert model.egbas_config == shipped.egbas_config
+    assert all(torch.equal(v, shipped.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def test_middle_layer_and_query():
