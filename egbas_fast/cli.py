@@ -78,9 +78,20 @@ def build_parser():
     explore.add_argument("--layer", required=True, help="dotted module name, e.g. main.5")
     explore.add_argument("--keep", type=_fraction, default=0.05, help="share of units kept (default: 0.05)")
     explore.add_argument("--n", type=_positive_int, default=500, help="tree nodes (default: 500)")
-    explore.add_argument("--query-seed", type=int, default=0, help="seed of the query latent")
-    explore.add_argument("--seed", type=int, default=0, help="seed of the exploration")
+    query = explore.add_mutually_exclusive_group()
+    query.add_argument("--query-seed", type=_non_negative_int, default=None,
+                       help="query = draw number S of the latent prior (default: 0)")
+    query.add_argument("--image", metavar="FILE", help="query = this image: inverted (gan, dcgan), encoded "
+                                                       "(vae, ae) or itself (classifier)")
+    query.add_argument("--data", metavar="NAME", help="query = image --index I of a data set (mnist5k, mnist, "
+                                                      "fashion, digits, folder:PATH, npz:PATH)")
+    explore.add_argument("--index", type=_non_negative_int, default=None, help="image number, with --data")
+    explore.add_argument("--seed", type=int, default=0, help="seed of inversion, selection and exploration")
     explore.add_argument("--out", required=True, help="report directory")
+    explore.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    layers = commands.add_parser("layers", help="list the explorable layers of a checkpoint with their unit counts")
+    layers.add_argument("--checkpoint", required=True, help="checkpoint directory (from egbas train)")
 
     sweep = commands.add_parser("sweep", help="explore layers x keeps x queries in parallel into a Parquet table",
                                 description="One exploration per (layer, keep, query), one row each in "
@@ -151,9 +162,13 @@ def _run(args):
     elif args.command == "demo":
         from .demo import run_demo
         run_demo(args.out, args.model)
+    elif args.command == "layers":
+        from .demo import run_layers
+        print(run_layers(args.checkpoint))
     else:
         from .demo import run_explore
-        run_explore(args.checkpoint, args.layer, args.keep, args.n, args.query_seed, args.seed, args.out)
+        run_explore(args.checkpoint, args.layer, args.keep, args.n, args.query_seed, args.seed, args.out,
+                    image=args.image, data=args.data, index=args.index, progress=not args.quiet)
     return 0
 
 

@@ -52,17 +52,22 @@ def query_latent(model, query_seed):
 
 
 def explore_model(model, layer, out, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, seed=0, name=None,
-                  progress=True):
-    """query -> select_boundaries(keep) -> explore(n) -> report in `out`. Returns the report directory."""
+                  progress=True, source=None):
+    """query -> select_boundaries(keep) -> explore(n) -> report in `out`. Returns the report directory.
+    source: a `queries.QuerySource` (default: the prior draw number `query_seed`)."""
     from .exploration import explore
+    from .queries import prior_query
     from .selection import select_boundaries
 
-    query = query_latent(model, query_seed)
-    selection = select_boundaries(model, layer, query, keep=keep, seed=seed)
+    source = prior_query(model, query_seed) if source is None else source
+    selection = select_boundaries(model, layer, source.query, keep=keep, seed=seed)
     result = explore(selection.region(), n=n, seed=seed, progress=progress)
     print(f"explored {layer}: {len(selection.units)} essential boundaries, {result.accepted} nodes in "
           f"{result.seconds:.1f} s ({result.acceptance:.0%} of proposals accepted); writing the report")
-    return result.save(out, selection=selection, name=name)
+    source.settings.update({"layer": layer, "keep": keep, "units": int(len(selection.units)),
+                            "layer_units": int(selection.theta.size), "fidelity": float(selection.fidelity),
+                            "nodes": n, "seed": seed})
+    return result.save(out, selection=selection, name=name, source=source)
 
 
 def run_demo(out="egbas-demo", model="mnist"):
@@ -81,25 +86,58 @@ def run_demo(out="egbas-demo", model="mnist"):
     return path
 
 
-def run_explore(checkpoint, layer, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, seed=0, out=None):
-    """`egbas explore`: explore `layer` of a trained checkpoint (directory from `egbas train`)."""
+def run_explore(checkpoint, layer, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=None, seed=0, out=None, image=None,
+                data=None, index=None, progress=True):
+    """`egbas explore`: explore `layer` of a trained checkpoint (directory from `egbas train`) around a prior draw
+    (query_seed, default 0) or a real image (image: a file; data + index: an image of a data set), which is
+    inverted (gan, dcgan), encoded (vae, ae) or, for a classifier, the query itself."""
     from . import checkpoint as ckpt
     from .layers import get_layer
+    from .queries import check_query_args, image_query
 
     if out is None:
         raise ValueError("an output directory is required (--out DIR)")
     if not 0 < finite_real(keep, "keep") <= 1:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
     positive_int(n, "n")
-    check_seed(query_seed)
+    check_query_args(image, data, index, query_seed)
+    if query_seed is not None:
+        check_seed(query_seed)
     check_seed(seed)
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r} (train one with `egbas train`)")
+    if image is not None and not Path(image).expanduser().is_file():
+        raise FileNotFoundError(f"no image file at {str(image)!r}")
     out = report.check_writable(out)
     model = ckpt.load(path)
     get_layer(model, layer)  # unknown layer -> ValueError listing the model's layers
-    result = explore_model(model, layer, out, keep=keep, n=n, query_seed=query_seed, seed=seed,
-                           name=f"{model.egbas_config.get('model', 'model')} from {path}")
+    kind = model.egbas_config.get("model", "model")
+    if image is None and data is None:
+        if kind == "classifier":
+            raise ValueError("a classifier explains an image: pass --image FILE or --data NAME --index I")
+        source = None
+    else:
+        source = image_query(path, model.egbas_config, image=image, data=data, index=index, seed=seed,
+                             progress=progress)
+        if source.inversion is not None:
+            print(f"query: {source.description} -> {source.inversion.method}, PSNR {source.inversion.psnr:.1f} dB")
+    result = explore_model(model, layer, out, keep=keep, n=n, query_seed=query_seed or 0, seed=seed,
+                           name=f"{kind} from {path}", progress=progress, source=source)
     print(f"report: {result / 'report.html'}")
     return result
+
+
+def run_layers(checkpoint):
+    """`egbas layers`: the table of the checkpoint's layers (name, module, output shape, units), in forward order."""
+    import torch
+
+    from . import checkpoint as ckpt
+    from .interface import format_layers, list_layers
+
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r} (train one with `egbas train`)")
+    model = ckpt.load(path)
+    example = torch.zeros(1, *model.egbas_config["input_shape"])  # the prior's mean (or a grey image)
+    return format_layers(list_layers(model, example))

@@ -82,16 +82,17 @@ class Exploration:
     def nodes_per_second(self):
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
-    def save(self, out_dir, selection=None, name=None, n_baseline=None):
+    def save(self, out_dir, selection=None, name=None, n_baseline=None, source=None):
         """Write the report (report.html, PNGs, latents.npz, summary.json) into `out_dir`. Returns its Path.
 
         selection: the `Selection` the region came from; its `theta` orders the layer's units for profile.png
         (without it: the region's units first, then the rest of the layer in index order). name: model name shown
         on the page. n_baseline: samples per ε baseline (default: as many as tree nodes, at most 2000).
+        source: a `queries.QuerySource` (where the query came from, the run's settings) shown on the page.
         """
         from .report import build_report
 
-        return build_report(self, out_dir, selection=selection, name=name, n_baseline=n_baseline)
+        return build_report(self, out_dir, selection=selection, name=name, n_baseline=n_baseline, source=source)
 
 
 # -------------------------------------------------------------------------------------------------- algorithms

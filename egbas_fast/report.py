@@ -224,8 +224,9 @@ text-align:right} th:first-child,td:first-child{text-align:left}
 """
 
 
-def render_html(summary, pngs):
-    """summary (dict, see build_report) + {png name: bytes} -> one self-contained HTML page (str)."""
+def render_html(summary, pngs, query_html=""):
+    """summary (dict, see build_report) + {png name: bytes} -> one self-contained HTML page (str).
+    query_html: the query's card (queries.QuerySource.html), shown under the title."""
     def picture(title, name, wide=True):  # a card with the PNG inlined; wide cards share their row's width
         data = base64.b64encode(pngs[name]).decode("ascii")
         return (f'<div class="card{" wide" if wide else ""}"><h2>{title}</h2>'
@@ -252,6 +253,7 @@ def render_html(summary, pngs):
 <h1>{title}</h1>
 <p class="sub">Generative region of the query: latents whose {share} essential boundaries at layer
 <code>{layer}</code> have the query's signs. Latent dimension {r['dim']}.</p>
+{query_html}
 <div class="row">
  {picture("Query", "query.png", wide=False)}
  <div class="card"><h2>Exploration</h2><table>{stat_rows}</table></div>
@@ -312,8 +314,9 @@ def _unit_order(region, selection):
     return np.concatenate([units, rest])
 
 
-def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
-    """Compute every picture and number of the report for Exploration `exp`, then write the files atomically."""
+def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, source=None):
+    """Compute every picture and number of the report for Exploration `exp`, then write the files atomically.
+    source: a `queries.QuerySource`; its settings card (and real.png for a real image) join the page."""
     from .baselines import matched_eps, sample_ball
     from .region import random_directions, ray_cap
 
@@ -376,10 +379,14 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None):
     }
     if selection is not None:
         summary["selection"] = {"fidelity": float(getattr(selection, "fidelity", float("nan")))}
+    if source is not None:  # where the query came from and the run's settings
+        summary["query"] = source.summary()
+        pngs.update(source.pngs())
     files = {name_: pngs[name_] for name_ in PNG_FILES}
+    files.update({name_: pngs[name_] for name_ in ("real.png",) if name_ in pngs})
     files["latents.npz"] = npz_bytes(latents=z, parents=exp.parents, units=np.asarray(region.units, np.int64),
                                      eps_l2_latents=l2.latents, eps_l2_inside=l2.inside,
                                      eps_linf_latents=linf.latents, eps_linf_inside=linf.inside)
     files["summary.json"] = summary_json(summary)
-    files["report.html"] = render_html(summary, pngs).encode("utf-8")
+    files["report.html"] = render_html(summary, pngs, source.html(pngs) if source is not None else "").encode("utf-8")
     return write_report(out, files)

@@ -67,7 +67,7 @@ def test_missing_optional_data_names_the_install_command(monkeypatch, capsys):
 def test_a_bad_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "model.safetensors").write_bytes(b"junk")
     fake = types.ModuleType("egbas_fast.demo")
-    fake.run_explore = lambda checkpoint_path, *rest: eg.load(checkpoint_path)
+    fake.run_explore = lambda checkpoint_path, *rest, **options: eg.load(checkpoint_path)
     monkeypatch.setitem(sys.modules, "egbas_fast.demo", fake)
     assert cli.main(["explore", "--checkpoint", str(tmp_path), "--layer", "main.2", "--out", "o"]) == 2
     assert "not a readable safetensors file" in _one_error_line(capsys)
@@ -77,7 +77,7 @@ def test_demo_and_explore_dispatch_their_arguments(monkeypatch):
     calls = []
     fake = types.ModuleType("egbas_fast.demo")
     fake.run_demo = lambda *a: calls.append(("demo", a))
-    fake.run_explore = lambda *a: calls.append(("explore", a))
+    fake.run_explore = lambda *a, **k: calls.append(("explore", a))
     monkeypatch.setitem(sys.modules, "egbas_fast.demo", fake)
     assert cli.main(["demo"]) == 0
     assert cli.main(["demo", "--out", "d", "--model", "faces"]) == 0
@@ -85,7 +85,7 @@ def test_demo_and_explore_dispatch_their_arguments(monkeypatch):
     assert cli.main(["explore", "--checkpoint", "ck", "--layer", "main.5", "--keep", "0.1", "--n", "7",
                      "--query-seed", "3", "--seed", "4", "--out", "r"]) == 0
     assert calls == [("demo", ("egbas-demo", "mnist")), ("demo", ("d", "faces")),
-                     ("explore", ("ck", "main.5", 0.05, 500, 0, 0, "r")),
+                     ("explore", ("ck", "main.5", 0.05, 500, None, 0, "r")),
                      ("explore", ("ck", "main.5", 0.1, 7, 3, 4, "r"))]
 
 
