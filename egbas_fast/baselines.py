@@ -39,7 +39,8 @@ def sample_ball(region, n=500, *, eps, norm="l2", seed=0):
         z = core.random_uniform_box(region.query, eps, n, seed)
     else:
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-    z = np.ascontiguousarray(z, np.float32)
+    bounds = getattr(region, "bounds", None)  # a classifier's pixel box: samples are valid images
+    z = np.ascontiguousarray(z if bounds is None else np.clip(z, bounds[0], bounds[1]), np.float32)
     return BallSamples(latents=z, inside=np.asarray(region.contains(z), bool), eps=eps, norm=norm)
 
 

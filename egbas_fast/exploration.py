@@ -143,6 +143,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         # per missing node: a proposal adds at most one node, so none is evaluated and then thrown away.
         b = min(batch, tree.size, n - tree.size, max_proposals - proposals)
         targets = core.random_uniform_box(query, radius, b, seed, proposals)  # (b, d): draws proposals.. of the seed
+        targets = in_bounds(region, targets)  # steering between two points of a box stays in the box
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start
         origins = tree.points[near]  # (b, d) copy
         cand = core.steer(origins, targets, step)  # (b, d)
@@ -165,6 +166,12 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
                        proposals=proposals, accepted=m - 1, salvaged=salvaged, seconds=time.perf_counter() - t0,
                        membership_seconds=member_seconds, step=float(step), radius=float(radius), batch=batch,
                        seed=seed, region=region)
+
+
+def in_bounds(region, points):
+    """`points` clipped to `region.bounds` (lo, hi) when the region has bounds (a classifier's pixel box)."""
+    bounds = getattr(region, "bounds", None)
+    return points if bounds is None else np.clip(points, bounds[0], bounds[1]).astype(np.float32, copy=False)
 
 
 def _bisect(origins, cands, contains, min_advance):

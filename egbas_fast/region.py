@@ -45,6 +45,8 @@ class GenerativeRegion:
     depend on the batch size).
     """
 
+    bounds = None  # (lo, hi): the valid box of the input (a classifier's pixels); explorers keep samples inside it
+
     def __init__(self, model, layer, query, units=None, threshold=0.0, batch_size=512):
         self._module = get_layer(model, layer)  # validates model and layer
         self.model, self.layer = model, layer

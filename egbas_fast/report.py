@@ -66,18 +66,20 @@ def to_images(outputs):
     return np.repeat(x, 3, axis=3) if x.shape[3] == 1 else x
 
 
-def grid_png(images, outside=None, cols=8, cell=64):
+def grid_png(images, outside=None, cols=8, cell=64, captions=None, flagged=None):
     """(n, H, W, 3) images in [0, 1] -> PNG bytes of a grid; samples with outside[i] get a red frame.
 
     Small images are enlarged (nearest neighbour) to about `cell` pixels so a digit is readable on the page.
+    captions: one short text per image, written under it (red where flagged[i]).
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     n, h, w, _ = images.shape
     zoom = max(1, cell // max(h, w))
     pad = 3
     rows = max(1, -(-n // cols))
-    ch, cw = h * zoom + 2 * pad, w * zoom + 2 * pad
+    band = 12 if captions is not None else 0  # caption line under each tile
+    ch, cw = h * zoom + 2 * pad + band, w * zoom + 2 * pad
     canvas = np.full((rows * ch, cols * cw, 3), 255, np.uint8)
     pixels = (images * 255.0 + 0.5).astype(np.uint8)
     for i in range(n):  # at most a few dozen tiles: a loop over pictures, not over samples of the exploration
@@ -87,8 +89,15 @@ def grid_png(images, outside=None, cols=8, cell=64):
             canvas[y:y + ch, x:x + cw] = (220, 30, 30)
         tile = np.kron(pixels[i], np.ones((zoom, zoom, 1), np.uint8)) if zoom > 1 else pixels[i]
         canvas[y + pad:y + pad + h * zoom, x + pad:x + pad + w * zoom] = tile
+    picture = Image.fromarray(canvas)
+    if captions is not None:
+        draw = ImageDraw.Draw(picture)
+        for i, text in enumerate(captions[:n]):
+            r, c = divmod(i, cols)
+            red = flagged is not None and flagged[i]
+            draw.text((c * cw + pad, r * ch + ch - band - 1), text, fill=(200, 20, 20) if red else (20, 20, 20))
     buf = io.BytesIO()
-    Image.fromarray(canvas).save(buf, format="PNG")
+    picture.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -236,9 +245,10 @@ def render_html(summary, pngs, query_html=""):
     rows = []
     for key, label in (("egbas", "E-GBAS (tree)"), ("eps_l2", "&epsilon;-ball L2"), ("eps_linf", "&epsilon;-ball L&infin;")):
         rate = m[key]["in_region_rate"]
+        keeps = f"<td>{m[key]['keeps_query_class']:.1%}</td>" if "keeps_query_class" in m[key] else ""
         rows.append(f"<tr><td>{label}</td><td>{m[key]['n']}</td><td>{_fmt(m[key].get('eps', '–'))}</td>"
                     f"<td>{_fmt(m[key]['mean_distance'])}</td><td class='{'ok' if rate == 1.0 else 'bad'}'>"
-                    f"{rate:.1%}</td><td>{_fmt(m[key]['diversity'])}</td></tr>")
+                    f"{rate:.1%}</td><td>{_fmt(m[key]['diversity'])}</td>{keeps}</tr>")
     stats = [("nodes", e["nodes"]), ("proposals", e["proposals"]), ("acceptance", f"{e['acceptance']:.1%}"),
              ("of which bisection nodes", e["salvaged"]), ("seconds", e["seconds"]),
              ("nodes / second", e["nodes_per_second"]), ("step", e["step"]), ("radius (box half-width)", e["radius"]),
@@ -259,7 +269,8 @@ def render_html(summary, pngs, query_html=""):
  <div class="card"><h2>Exploration</h2><table>{stat_rows}</table></div>
  <div class="card"><h2>Methods</h2>
  <table><tr><th>method</th><th>samples</th><th>&epsilon;</th><th>mean dist.</th><th>in region</th>
- <th>diversity</th></tr>{''.join(rows)}</table>
+ <th>diversity</th>{"<th>keeps class " + str(summary["classifier"]["query_class"]) + "</th>"
+ if "classifier" in summary else ""}</tr>{''.join(rows)}</table>
  <p class="note">In-region rates are measured by re-evaluating every sample's membership (E-GBAS included).
  The &epsilon; radii are set so that the samples' mean distance from the query matches E-GBAS.
  Diversity: mean pairwise L2 distance between generated outputs. Red frames: samples outside the region.</p></div>
@@ -341,17 +352,30 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
             "eps_linf": (linf.latents, linf.inside, linf.eps)}
 
     # --- pictures and diversity: outputs of DIVERSITY_SAMPLES random samples per method, the first GRID shown
-    pngs = {"query.png": grid_png(to_images(region.generate(z[:1])), cols=1, cell=160)}
+    from .classifiers import ClassifierView
+
+    query_output = region.generate(z[:1])
+    view = ClassifierView.of(region, query_output)  # a classifier: show the images with class and confidence
+    pngs = {"query.png": view.png(z[:1], query_output, cols=1, cell=160) if view is not None
+            else grid_png(to_images(query_output), cols=1, cell=160)}
     methods = {}
     for key, (latents, inside, eps) in sets.items():
         picked = rng.permutation(len(latents))[:DIVERSITY_SAMPLES]
         outputs = region.generate(latents[picked])
-        pngs[f"{key}.png"] = grid_png(to_images(outputs[:GRID]), outside=~inside[picked[:GRID]])
+        if view is None:
+            pngs[f"{key}.png"] = grid_png(to_images(outputs[:GRID]), outside=~inside[picked[:GRID]])
+        else:
+            pngs[f"{key}.png"] = view.png(latents[picked[:GRID]], outputs[:GRID], outside=~inside[picked[:GRID]])
         methods[key] = {"n": int(len(latents)), "in_region_rate": float(inside.mean()),
                         "mean_distance": float(np.linalg.norm(latents - query, axis=1).mean()),
                         "diversity": _diversity(outputs)}
         if eps is not None:
             methods[key]["eps"] = float(eps)
+        if view is not None:
+            methods[key]["keeps_query_class"] = view.keeps_class(latents)
+    if view is not None:
+        summary_classifier = {"query_class": view.query_class,
+                              "query_confidence": float(view.predictions(query_output)[1][0])}
     pngs["tree.png"] = tree_png(z, exp.parents)
 
     # --- profile: ray distance to the boundary as more of the layer's boundaries are kept
@@ -377,6 +401,8 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
         "profile": {"shares": [float(s) for s in shares], "median_distance": np.median(prof, axis=1).tolist(),
                     "ray_cap": float(cap)},
     }
+    if view is not None:
+        summary["classifier"] = summary_classifier
     if selection is not None:
         summary["selection"] = {"fidelity": float(getattr(selection, "fidelity", float("nan")))}
     if source is not None:  # where the query came from and the run's settings

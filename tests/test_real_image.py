@@ -98,6 +98,19 @@ def test_classifier_explores_the_image_itself(checkpoints, picture, tmp_path, ca
     latents = np.load(out / "latents.npz")["latents"]
     np.testing.assert_array_equal(latents[0], load_image(picture / "ring.png", SHAPE, (-1.0, 1.0)).numpy().ravel())
     assert summary["region"]["dim"] == 16 * 16
+    # every sample is a valid image: tree and ε baselines stay in the pixel box [-1, 1]
+    npz = np.load(out / "latents.npz")
+    for key in ("latents", "eps_l2_latents", "eps_linf_latents"):
+        assert npz[key].min() >= -1.0 and npz[key].max() <= 1.0, key
+    # the share keeping the query's class, recomputed with the classifier itself
+    classifier = eg.load(checkpoints["classifier"])
+    with torch.no_grad():
+        query_class = int(classifier(torch.from_numpy(latents[:1]).view(1, *SHAPE)).argmax())
+        for key, method in (("latents", "egbas"), ("eps_l2_latents", "eps_l2")):
+            classes = classifier(torch.from_numpy(npz[key]).view(-1, *SHAPE)).argmax(1).numpy()
+            assert summary["methods"][method]["keeps_query_class"] == pytest.approx(np.mean(classes == query_class))
+    assert summary["classifier"]["query_class"] == query_class
+    assert f"keeps class {query_class}" in (out / "report.html").read_text()
 
 
 def test_layers_lists_units_in_forward_order(checkpoints, capsys):
