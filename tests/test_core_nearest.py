@@ -179,6 +179,25 @@ def test_twenty_thousand_identical_points():
     assert_exact(points, np.concatenate([queries[:20], points[[0, 7, 19999]]]))
 
 
+def test_many_points_at_exactly_equal_distance(isa):  # noqa: F811
+    """More tied candidates than a query keeps (256): the list is compacted by exact re-checks, the answer stays
+    the lowest index. Distinct points (+-e_i, all at distance 1 from the origin) and a Tree of copies of one node
+    (a Tree does not drop copies)."""
+    d = 300
+    e = np.eye(d, dtype=np.float32)
+    points = np.concatenate([-e, e])
+    queries = np.concatenate([np.zeros((3, d), np.float32), 0.5 * e[:4]])
+    assert_exact(points, queries)
+    assert core.nearest(points, queries[:1])[0].tolist() == [0]
+    tree = core.Tree(8)
+    node = np.full((1, 8), 0.25, np.float32)
+    tree.add(np.repeat(node, 3000, 0), np.full(3000, -1))
+    q = np.random.default_rng(14).standard_normal((40, 8)).astype(np.float32)
+    idx, dist = tree.nearest(q)
+    assert (idx == 0).all()
+    np.testing.assert_array_equal(dist, oracle(node, q)[1])
+
+
 @pytest.mark.parametrize("scale", [1e-20, 1e-42, 1e12])
 def test_extreme_magnitudes(scale):
     """Subnormal squares (the float32 filter sees zeros) and large values stay exact."""

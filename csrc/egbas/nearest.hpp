@@ -49,6 +49,9 @@ struct ScanArgs {
   const float* hi_off;   // (N,) |p'|^2 (1 + G)
   const float* qpanel;   // [blocks][d][QB] centred queries, zero padded
   const float* thr_off;  // [blocks * QB] 2 G |q'|^2 + underflow slack; -inf for padding
+  const float* P;        // original rows, stride ldp, and original queries (rows of d): for
+  int64_t ldp;           // the exact re-check of an overfull candidate list (compact_candidates)
+  const float* Q;
 };
 
 // numpy's float64 add.reduce order (pairwise, 8 accumulators, blocks of 128).
@@ -84,6 +87,30 @@ EGBAS_NO_FP_CONTRACT inline double numpy_sq_dist(const float* p, const float* q,
     buf[j] = diff * diff;
   }
   return pairwise_sum(buf, d);
+}
+
+// A query's candidate list is compacted when it grows past this: many points at exactly the
+// same distance (distinct points equidistant from a query, or copies of one point in a Tree)
+// would otherwise keep every one of them, N entries per query.
+constexpr size_t kMaxCandidates = 256;
+
+// Compacts the candidates of query q (thr: its current threshold): drops those the filter has
+// since excluded, and if that is not enough re-checks the rest exactly and keeps only the best
+// (lowest index on ties) with lo = -inf, so it survives to the final re-check. Exactness holds:
+// the final answer is the exact minimum over a set that still contains the true argmin.
+EGBAS_NO_FP_CONTRACT inline void compact_candidates(const ScanArgs& a, int64_t q, float thr,
+                                                    std::vector<Candidate>* cands) {
+  cands->erase(std::remove_if(cands->begin(), cands->end(), [thr](const Candidate& c) { return !(c.lo <= thr); }),
+               cands->end());
+  if (cands->size() <= kMaxCandidates / 2) return;
+  std::vector<double> buf(static_cast<size_t>(a.d));
+  double best = std::numeric_limits<double>::infinity();
+  int64_t best_idx = -1;
+  for (const Candidate& c : *cands) {
+    const double dist = numpy_sq_dist(a.P + c.idx * a.ldp, a.Q + q * a.d, a.d, buf.data());
+    if (dist < best || (dist == best && c.idx < best_idx)) best = dist, best_idx = c.idx;
+  }
+  cands->assign(1, Candidate{-std::numeric_limits<float>::infinity(), best_idx});
 }
 
 // Squared norms above this are rejected: the float32 filter needs them to stay finite.
@@ -204,7 +231,7 @@ inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const 
     lo_off[i] = float(pnorm[i] * (1 - G));
     hi_off[i] = float(pnorm[i] * (1 + G));
   }
-  const ScanArgs args{Pc, ld, d, lo_off.data(), hi_off.data(), qpanel.data(), thr_off.data()};
+  const ScanArgs args{Pc, ld, d, lo_off.data(), hi_off.data(), qpanel.data(), thr_off.data(), P, ldp, Q};
 
   // Work split: over points when there are many (each part has its own filter state and
   // candidates, merged below), otherwise over query blocks. The answer is exact, so the
@@ -230,7 +257,7 @@ inline void nearest_slab(const float* Pc, int64_t ld, const float* pnorm, const 
   }
 
   // Exact re-check of every candidate that survives the final threshold (usually one or two
-  // per query; many only for distinct points at exactly equal distances, hence the work estimate).
+  // per query; up to kMaxCandidates for many points at exactly equal distances).
   double candidates = 0;
   for (const auto& c : cands) candidates += double(c.size());
   parallel_for(B, [&](int64_t lo, int64_t hi) {

@@ -96,6 +96,18 @@ void test_nearest_ties_go_to_the_lowest_index(std::mt19937& rng) {
   egbas::nearest(P.data(), N, d, Q.data(), B, idx.data(), dist2.data());
   CHECK(idx[0] == 5 && dist2[0] == 0.f);
   check_nearest(P, Q, d);
+  // A Tree keeps copies (it does not drop them): more tied candidates than a query keeps,
+  // compacted by exact re-checks; and distinct points all at distance 1 (+-e_i).
+  egbas::Tree tree(d);
+  std::vector<int64_t> parents(static_cast<size_t>(N), -1), added(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) std::copy(one.begin(), one.end(), P.begin() + i * d);
+  tree.add(P.data(), parents.data(), N, added.data());
+  tree.nearest(Q.data(), B, idx.data(), dist2.data());
+  for (int64_t b = 0; b < B; ++b) CHECK(idx[b] == 0);
+  std::vector<float> axes(static_cast<size_t>(2 * d * d), 0.f), origin(static_cast<size_t>(d), 0.f);
+  for (int64_t i = 0; i < d; ++i) axes[size_t(i * d + i)] = -1.f, axes[size_t((d + i) * d + i)] = 1.f;
+  egbas::nearest(axes.data(), 2 * d, d, origin.data(), 1, idx.data(), dist2.data());
+  CHECK(idx[0] == 0 && dist2[0] == 1.f);
 }
 
 void test_nearest_rejects_bad_input() {
