@@ -1,4 +1,4 @@
-"""The `egbas` command line: demo, train, explore, sweep.
+"""The `egbas` command line: demo, train, explore, sweep, sr, sr-eval.
 
 Every user error ends as ONE line on stderr (`egbas: error: ...`) and exit status 2, never a traceback.
 """
@@ -55,9 +55,10 @@ def build_parser():
                            "faces: the pretrained 64x64 face DCGAN")
 
     train = commands.add_parser("train", help="train a model; writes a checkpoint every epoch")
-    train.add_argument("--model", required=True, help="gan, dcgan, vae, ae or classifier")
+    train.add_argument("--model", required=True, help="gan, dcgan, vae, ae, classifier or rednet")
     train.add_argument("--data", default="mnist5k",
-                       help="mnist5k, mnist, fashion, digits, folder:PATH or npz:PATH (default: mnist5k)")
+                       help="mnist5k, mnist, fashion, digits, folder:PATH or npz:PATH (default: mnist5k); "
+                            "photos for rednet")
     train.add_argument("--epochs", type=_positive_int, default=5, help="total epochs (default: 5)")
     train.add_argument("--out", default=None, help="checkpoint directory (default: runs/MODEL-DATA)")
     train.add_argument("--seed", type=int, default=0)
@@ -72,6 +73,8 @@ def build_parser():
     train.add_argument("--image-size", type=_positive_int, default=None, help="resize images to SIZE x SIZE")
     train.add_argument("--limit", type=_positive_int, default=None, help="use a fixed random subset of N images")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--scale", type=int, choices=(2, 3, 4), default=None, help="rednet: upscaling factor")
+    train.add_argument("--depth", type=_positive_int, default=None, help="rednet: conv layers per side (5)")
 
     explore = commands.add_parser("explore", help="explore the generative region of a query in a checkpoint")
     explore.add_argument("--checkpoint", required=True, help="checkpoint directory (from egbas train)")
@@ -114,6 +117,19 @@ def build_parser():
     sweep.add_argument("--reports", action="store_true", help="also write each row's report under OUT/reports/")
     sweep.add_argument("--summary", metavar="OUT", help="write OUT/summary.html (plots of the table) and exit")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sr = commands.add_parser("sr", help="super-resolve an image with a rednet checkpoint (RED-Net)")
+    sr.add_argument("--checkpoint", required=True,
+                    help="rednet checkpoint directory, or zoo:2 / zoo:3 / zoo:4 (the shipped models)")
+    sr.add_argument("--image", required=True, help="low-resolution input image (greyscale, RGB or RGBA)")
+    sr.add_argument("--out", required=True, help="output image (.png, .tif, .bmp or .webp)")
+    sr.add_argument("--tile", type=_positive_int, default=256, help="tile side for large images (default: 256)")
+
+    sr_eval = commands.add_parser("sr-eval", help="PSNR / SSIM of rednet checkpoints against bicubic upscaling")
+    sr_eval.add_argument("--checkpoint", required=True, nargs="+", help="rednet checkpoint directories or zoo:N")
+    sr_eval.add_argument("--splits", default="held-out,sporco,skimage",
+                         help="photo sets: held-out, sporco, skimage, train (default: held-out,sporco,skimage)")
+    sr_eval.add_argument("--out", default=None, help="also write sr_eval.json and sr_eval.txt here")
     return parser
 
 
@@ -155,7 +171,8 @@ def _run(args):
         out = train(model=args.model, data=args.data, epochs=args.epochs, out=args.out, seed=args.seed,
                     resume=args.resume, progress=not args.quiet, lr=args.lr, latent_dim=args.latent_dim,
                     width=args.width, image_size=args.image_size, limit=args.limit, batch_size=args.batch_size,
-                    extra_layers=args.extra_layers)
+                    extra_layers=args.extra_layers,
+                    **{k: v for k, v in (("scale", args.scale), ("depth", args.depth)) if v is not None})
         print(f"checkpoint: {out}")
     elif args.command == "sweep":
         _run_sweep(args)
@@ -165,6 +182,12 @@ def _run(args):
     elif args.command == "layers":
         from .demo import run_layers
         print(run_layers(args.checkpoint))
+    elif args.command == "sr":
+        from .sr import run_sr
+        print(f"wrote {run_sr(args.checkpoint, args.image, args.out, args.tile)}")
+    elif args.command == "sr-eval":
+        from .sr import run_evaluation
+        run_evaluation(args.checkpoint, tuple(s.strip() for s in args.splits.split(",") if s.strip()), args.out)
     else:
         from .demo import run_explore
         run_explore(args.checkpoint, args.layer, args.keep, args.n, args.query_seed, args.seed, args.out,

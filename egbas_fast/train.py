@@ -85,7 +85,8 @@ def _default_out(model, data):
 
 
 def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=False, progress=True,
-          batch_size=None, lr=None, latent_dim=None, width=None, image_size=None, limit=None, extra_layers=None):
+          batch_size=None, lr=None, latent_dim=None, width=None, image_size=None, limit=None, extra_layers=None,
+          **rednet):
     """Train `model` (models.KINDS) on `data` (a data.SOURCES name, or a data.Images / uint8 (N, C, H, W) array)
     for `epochs` epochs in total; returns the checkpoint directory (default runs/<model>-<data>).
 
@@ -95,9 +96,19 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     image_size, limit); without it an existing checkpoint is an error, not overwritten.
     batch_size, lr, latent_dim, width, extra_layers: None = the kind's default (models.build). Only full batches
     are used (batch_size is capped at the data size).
+    model="rednet" (super-resolution) trains on data="photos" with sr.train_rednet; **rednet passes its own
+    settings (scale, depth, steps_per_epoch).
     """
     if model not in models.KINDS:
         raise KeyError(f"unknown model {model!r}; choose one of {', '.join(models.KINDS)}")
+    if model == "rednet" or data == "photos":
+        ignored = [k for k, v in (("latent_dim", latent_dim), ("image_size", image_size), ("limit", limit),
+                                  ("extra_layers", extra_layers)) if v is not None]
+        if ignored:
+            raise TrainingError(f"rednet does not take {', '.join(ignored)}")
+        return _train_rednet(model, data, epochs, out, seed, resume, progress, batch_size, lr, width, **rednet)
+    if rednet:
+        raise TrainingError(f"{', '.join(sorted(rednet))} only apply to --model rednet")
     batch_size = _BATCH[model] if batch_size is None else batch_size
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if int(value) != value or value <= 0:
@@ -153,6 +164,23 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
                     "n_images": len(images)}
         _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, out, seed, progress)
     return out
+
+
+def _train_rednet(model, data, epochs, out, seed, resume, progress, batch_size, lr, width, **rednet):
+    from . import sr
+    if model != "rednet" or data != "photos":
+        raise TrainingError(f"rednet trains on the photos data only (and photos are for rednet only), got "
+                            f"--model {model} --data {data}")
+    unknown = set(rednet) - {"scale", "depth", "steps_per_epoch", "photos"}
+    if unknown:
+        raise TypeError(f"train() got unexpected arguments {', '.join(sorted(unknown))}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size or 1)):
+        if int(value) != value or value <= 0:
+            raise TrainingError(f"{name} must be a positive integer, got {value}")
+    scale = rednet.pop("scale", None) or 2
+    out = Path(out) if out is not None else _default_out(model, f"{data}-x{scale}")
+    return sr.train_rednet(out, scale=scale, epochs=epochs, seed=seed, resume=resume, progress=progress,
+                           batch_size=batch_size, lr=lr, width=width, **rednet)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""Pretrained generators that install from a package registry (nothing downloads at run time)."""
+"""Pretrained models: generators that install from a package registry and the RED-Net super-resolution models
+that ship inside this package (nothing downloads at run time)."""
+from pathlib import Path
+
 import torch
 
 from . import models
@@ -26,3 +29,24 @@ def face_dcgan():
     generator.load_state_dict(checkpoint["netG_state_dict"])  # strict: every key main.0.weight, ... must match
     generator.egbas_config = {**generator.egbas_config, "source": f"{FACE_PACKAGE}==1.1.1 (DigiFace-1M)"}
     return generator.eval()
+
+
+REDNET_DIR = Path(__file__).parent / "weights"
+
+
+def rednet(scale=2):
+    """The shipped RED-Net super-resolution model for `scale` in (2, 3, 4), in eval mode (rednet.REDNet).
+
+    Maps the bicubic-upscaled image (B, C, H, W) float32 in [0, 1] to the restored image, same shape; C = 1: the
+    luminance Y of YCbCr (BT.601 studio range / 255, as sr.luminance computes it). Any H, W. The output is not
+    clamped (clamp to [0, 1]); sr.super_resolve does the whole job for an RGB / greyscale / RGBA picture.
+    The weights ship inside the package (egbas_fast/weights/rednet-xN: model.safetensors, config.json and
+    TRAINING.md with the exact `egbas train` command that made them and their measured PSNR).
+    """
+    from . import checkpoint
+    if isinstance(scale, bool) or scale not in (2, 3, 4):
+        raise ValueError(f"scale must be 2, 3 or 4, got {scale!r}")
+    path = REDNET_DIR / f"rednet-x{scale}"
+    if not (path / checkpoint.WEIGHTS).is_file():
+        raise FileNotFoundError(f"the shipped rednet x{scale} weights are missing from {path}: reinstall egbas-fast")
+    return checkpoint.load(path)
