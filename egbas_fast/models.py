@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-KINDS = ("gan", "dcgan", "vae", "ae", "classifier", "rednet")  # rednet: super-resolution (rednet.py)
+KINDS = ("gan", "dcgan", "vae", "ae", "classifier")  # and "rednet" (image restoration: rednet.py, from_config)
 
 # Defaults per kind: latent dim (None = not a generator) and feature width (ngf/ndf, or the MLP hidden size).
 # Small latents train faster on small data: on mnist5k, dcgan with d = 32 gave more confidently classified digits
@@ -277,9 +277,6 @@ def build(model, image_shape, latent_dim=None, width=None, n_classes=10, discrim
     extra_layers (dcgan, vae): same-size 3x3 blocks after each strided one, in both networks (None = default)."""
     if model not in KINDS:
         raise KeyError(f"unknown model {model!r}; choose one of {', '.join(KINDS)}")
-    if model == "rednet":  # image-to-image, any size: only the channels of image_shape matter
-        from .rednet import build_restorer
-        return build_restorer(image_shape[0], width=width)
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or min(image_shape) <= 0:
         raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape}")

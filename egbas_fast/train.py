@@ -99,9 +99,9 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     model="rednet" (super-resolution) trains on data="photos" with sr.train_rednet; **rednet passes its own
     settings (scale, depth, steps_per_epoch).
     """
-    if model not in models.KINDS:
-        raise KeyError(f"unknown model {model!r}; choose one of {', '.join(models.KINDS)}")
-    if model == "rednet" or data == "photos":
+    if model not in models.KINDS + ("rednet",):
+        raise KeyError(f"unknown model {model!r}; choose one of {', '.join(models.KINDS)}, rednet")
+    if model == "rednet" or (isinstance(data, str) and data == "photos"):
         ignored = [k for k, v in (("latent_dim", latent_dim), ("image_size", image_size), ("limit", limit),
                                   ("extra_layers", extra_layers)) if v is not None]
         if ignored:
