@@ -14,7 +14,10 @@ skimage = pytest.importorskip("skimage")  # dev extra: the reference PSNR / SSIM
 
 @pytest.fixture(autouse=True)
 def one_thread():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
