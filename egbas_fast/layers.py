@@ -23,6 +23,9 @@ class LayerOutputError(TypeError):
     """The layer's output is not a single tensor."""
 
 
+_ACTIVATION_WORDS = ("relu", "gelu", "elu", "silu", "swish", "tanh", "sigmoid", "softplus", "mish", "act")
+
+
 def get_layer(model, name):
     """The submodule of `model` called `name` in `model.named_modules()`; a clear error lists close names."""
     if not isinstance(model, nn.Module):
@@ -36,7 +39,12 @@ def get_layer(model, name):
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     shown = ", ".join(map(repr, names[:30])) + (", ..." if len(names) > 30 else "")
-    raise ValueError(f"unknown layer {name!r}{hint} (layers of this model: {shown})")
+    functional = ""
+    if any(word in name.lower() for word in _ACTIVATION_WORDS):
+        functional = (f". An activation called functionally in forward (F.relu, torch.tanh, ...) is not a module "
+                      f"and has no name: name the module that feeds it (for ReLU-like activations its output has "
+                      f"the same signs, so the regions are the same), or make the activation a module (nn.ReLU)")
+    raise ValueError(f"unknown layer {name!r}{hint} (layers of this model: {shown}){functional}")
 
 
 def model_device(model):

@@ -11,6 +11,7 @@ import torch
 
 from . import core
 from ._checks import finite_real, positive_int, positive_real
+from .interface import check_model
 from .layers import LayerNotReached, LayerOutputError, evaluating, get_layer, model_device, model_dtype, prefix_output
 
 
@@ -72,7 +73,10 @@ class GenerativeRegion:
         except (LayerNotReached, LayerOutputError):
             raise
         except (RuntimeError, ValueError, TypeError) as e:  # the model itself rejects the input
-            raise ValueError(f"query of shape {self.query_shape} does not fit the model's input: {e}") from e
+            raise ValueError(f"query of shape {self.query_shape} does not fit the model's input: {e} (a model that "
+                             f"takes more inputs, a label or keyword arguments, can be wrapped: "
+                             f"eg.interface.adapt(model, args=(label,)) or adapt(model, forward=callable))") from e
+        check_model(model, self._to_model(self._query_t[None]))  # one tensor out, deterministic: before any work
         self._query_layer = values[0].cpu()  # (units,) in the model's dtype: the reference bits come from it
         self.query_values = self._query_layer.to(torch.float32).numpy()  # (units,) the layer at the query
         self.query_values.setflags(write=False)
@@ -228,7 +232,8 @@ class GenerativeRegion:
         outs = []
         with torch.no_grad(), evaluating(self.model):
             for start in range(0, Z.shape[0], self.batch_size):
-                outs.append(self.model(self._to_model(Z[start:start + self.batch_size])).cpu())
+                out = self.model(self._to_model(Z[start:start + self.batch_size])).cpu()
+                outs.append(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out)  # numpy-readable
         if not outs:
             raise ValueError("Z is empty: nothing to generate")
         return torch.cat(outs)

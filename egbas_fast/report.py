@@ -284,6 +284,8 @@ def render_html(summary, pngs, query_html=""):
  {picture("Tree (2-D PCA of the latents)", "tree.png")}
  {picture("Boundary-distance profile", "profile.png")}
 </div>
+{('<div class="row">' + picture("Latent plane (N(0, 1) quantiles; red frames: outside the region)",
+ "manifold.png") + '</div>') if "manifold.png" in pngs else ""}
 </body></html>
 """
 
@@ -377,6 +379,10 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
         summary_classifier = {"query_class": view.query_class,
                               "query_confidence": float(view.predictions(query_output)[1][0])}
     pngs["tree.png"] = tree_png(z, exp.parents)
+    if d == 2 and view is None and query_output.dim() == 4:  # a 2-D latent: the decoded plane, region marked
+        from .manifold import manifold_png
+
+        pngs["manifold.png"] = manifold_png(region)
 
     # --- profile: ray distance to the boundary as more of the layer's boundaries are kept
     n_units = int(region.n_units)
@@ -409,7 +415,7 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
         summary["query"] = source.summary()
         pngs.update(source.pngs())
     files = {name_: pngs[name_] for name_ in PNG_FILES}
-    files.update({name_: pngs[name_] for name_ in ("real.png",) if name_ in pngs})
+    files.update({name_: pngs[name_] for name_ in ("real.png", "manifold.png") if name_ in pngs})
     files["latents.npz"] = npz_bytes(latents=z, parents=exp.parents, units=np.asarray(region.units, np.int64),
                                      eps_l2_latents=l2.latents, eps_l2_inside=l2.inside,
                                      eps_linf_latents=linf.latents, eps_linf_inside=linf.inside)
