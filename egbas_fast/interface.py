@@ -94,7 +94,7 @@ def check_model(model, x):
             hint = ("output=0 (or the index of the image)" if isinstance(first, (tuple, list))
                     else "output='KEY'" if isinstance(first, dict) else "output=callable")
             raise ModelInterfaceError(
-                f"the model returns a {type(first).__name__}, not one tensor: wrap it as "
+                f"the model returns a {type(first).__name__}, not a single output tensor: wrap it as "
                 f"eg.interface.adapt(model, {hint}) to say which output to explore")
         second = model(x)
     if first.dtype not in _EXACT_DTYPES:
