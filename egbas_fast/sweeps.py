@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -411,6 +412,9 @@ def sweep(model, layers, keeps=(0.05,), queries=(0,), n=500, out="egbas-sweep", 
              for layer in layers for keep in keeps for q in queries]
     done = {task_key(r) for r in read_table(out).select(list(KEY)).to_pylist()}
     todo = [t for t in tasks if task_key(t) not in done]
+    if progress and len(todo) < len(tasks):
+        print(f"egbas sweep: {len(tasks) - len(todo)} of {len(tasks)} rows are already in {out}; running the other "
+              f"{len(todo)}", file=sys.stderr)
     if todo:
         engine = _Ray(source, loaded, address) if address else _Pool(source, min(workers, len(todo)))
         _serve(engine, todo, out, progress)

@@ -1,6 +1,7 @@
 """Sweeps: the table's rows (checked against the public API), resume, kill -9 then rerun, failing rows, bad input,
 the summary page, and the same sweep on a real local Ray cluster. Tiny models and trees: seconds, not minutes."""
 import importlib
+import json
 import math
 import os
 import signal
@@ -118,6 +119,18 @@ def test_failing_rows_are_recorded_and_the_sweep_goes_on(tmp_path):
             assert r["fidelity"] is None and r["nodes"] is None
         else:
             assert r["status"] == "ok" and r["error"] is None and r["nodes"] > 1
+
+
+def test_reports_are_written_per_row(tmp_path):
+    model = toys.leaky_generator()
+    table = sweeps.sweep(model, ["1"], [0.5], [3], n=20, out=tmp_path, workers=1, latent_shape=(4,), reports=True,
+                         progress=False)
+    (row,) = table.to_pylist()
+    assert row["status"] == "ok", row["error"]
+    report = tmp_path / "reports" / "1-keep0.5-seed_3-seed0-n20"
+    summary = json.loads((report / "summary.json").read_text())
+    assert (report / "report.html").is_file()
+    assert summary["exploration"]["nodes"] == row["nodes"] and summary["selection"]["fidelity"] == row["fidelity"]
 
 
 def egbas(*argv, **kwargs):

@@ -1,0 +1,94 @@
+"""A sweep on the face DCGAN vs the same rows another way: 2 embedded workers vs 1, and vs separate CLI calls.
+
+    python bench/bench_sweep.py [--queries 16] [--n 300] [--cli-rows 8]
+
+The grid: layers main.2, main.5 x keeps 0.05, 0.1 x `--queries` query seeds, `--n` tree nodes per row (default: the
+64-row sweep of the issue). Each way runs as a user runs it, in a fresh process (start-up included):
+    sweep, 2 workers    egbas sweep --model faces ... --workers 2
+    sweep, 1 worker     egbas sweep --model faces ... --workers 1
+    CLI calls           egbas explore --checkpoint FACES --layer L --keep K --query-seed Q --n N, one call per row,
+                        one after another (what a user scripts today; each call also writes its report). Only
+                        `--cli-rows` rows spread over the grid are run: the figure is rows per second.
+For each: wall seconds, rows per second, CPU seconds per row (user + sys of the child processes: what the way costs
+whatever else runs on the machine) and the load average around it. The two sweeps must give the same table
+(apart from timings): checked. The machine may be shared: the numbers say how loaded it was.
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LAYERS = ("main.2", "main.5")
+KEEPS = (0.05, 0.1)
+
+
+def run(argv):
+    """Run a command; returns (wall seconds, CPU seconds of the children, load average before, after)."""
+    load0 = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(map(str, argv))} failed:\n{done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, load0, os.getloadavg()[0]
+
+
+def egbas(*args):
+    return [sys.executable, "-m", "egbas_fast.cli", *map(str, args)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queries", type=int, default=16)
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--cli-rows", type=int, default=8)
+    args = parser.parse_args()
+
+    import egbas_fast as eg
+    from egbas_fast.sweeps import TIMING_COLUMNS, read_table
+
+    rows = len(LAYERS) * len(KEEPS) * args.queries
+    grid = ["--layers", ",".join(LAYERS), "--keeps", ",".join(map(str, KEEPS)), "--queries",
+            f"0-{args.queries - 1}", "--n", args.n, "--quiet"]
+    print(f"{rows} rows (face DCGAN, {len(LAYERS)} layers x {len(KEEPS)} keeps x {args.queries} queries, "
+          f"n={args.n}); {os.cpu_count()} CPUs; load average at start {os.getloadavg()}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        tmp = Path(tmp)
+        checkpoint = eg.save_checkpoint(tmp / "faces", eg.zoo.face_dcgan())
+        cli_rows = [(layer, keep, q) for q in range(args.queries) for layer in LAYERS for keep in KEEPS]
+        cli_rows = cli_rows[::max(1, len(cli_rows) // args.cli_rows)][:args.cli_rows]
+        cli = [run(egbas("explore", "--checkpoint", checkpoint, "--layer", layer, "--keep", keep, "--query-seed",
+                         q, "--n", args.n, "--out", tmp / f"cli-{i}"))
+               for i, (layer, keep, q) in enumerate(cli_rows)]
+        results["CLI calls (one per row)"] = (len(cli), sum(c[0] for c in cli), sum(c[1] for c in cli),
+                                              cli[0][2], cli[-1][3])
+        for workers in (2, 1):
+            wall, cpu, load0, load1 = run(egbas("sweep", "--model", "faces", *grid, "--workers", workers,
+                                                "--out", tmp / f"sweep-{workers}"))
+            results[f"sweep, {workers} worker{'s' * (workers > 1)}"] = (rows, wall, cpu, load0, load1)
+        tables = [read_table(tmp / f"sweep-{w}").drop_columns(list(TIMING_COLUMNS)).sort_by(
+            [("layer", "ascending"), ("keep", "ascending"), ("query_seed", "ascending")]) for w in (2, 1)]
+        assert tables[0].num_rows == rows and tables[0].equals(tables[1]), "2 and 1 workers gave other tables"
+        failed = tables[0].column("status").to_pylist().count("failed")
+
+    print(f"\n{'way':<26}{'rows':>6}{'wall s':>9}{'rows/s':>9}{'CPU s/row':>11}{'load before-after':>20}")
+    rate = {}
+    for name, (n_rows, wall, cpu, load0, load1) in results.items():
+        rate[name] = n_rows / wall
+        print(f"{name:<26}{n_rows:>6}{wall:>9.1f}{rate[name]:>9.3f}{cpu / n_rows:>11.2f}{load0:>11.1f} -{load1:>6.1f}")
+    two, one, cli = rate["sweep, 2 workers"], rate["sweep, 1 worker"], rate["CLI calls (one per row)"]
+    print(f"\n2 workers / 1 worker: {two / one:.2f}x rows/s (target >= 1.7x); 2 workers / CLI calls: "
+          f"{two / cli:.2f}x (target >= 3x); the two sweeps' tables are identical apart from timings "
+          f"({failed} failed rows)")
+
+
+if __name__ == "__main__":
+    main()
