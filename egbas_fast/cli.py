@@ -204,7 +204,7 @@ def main(argv=None):
     try:
         return _run(args)
     except KeyboardInterrupt:
-        print("egbas: interrupted (files written so far are complete; rerun to resume)", file=sys.stderr)
+        print("egbas: interrupted (files written so far are complete)", file=sys.stderr)
         return 130
     except (ValueError, OSError, KeyError, ImportError) as e:  # CheckpointError is a ValueError
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
