@@ -40,6 +40,8 @@ MERGED_FROM = b"egbas.merged_from"  # Parquet metadata of a merged part: the par
 
 # The row key: a rerun skips every task whose key is already in the table.
 KEY = ("model", "layer", "keep", "query", "seed", "n")
+# What a task says about its row (the key and how the query is made), copied into the row as it is.
+SETTINGS = KEY[:4] + ("query_seed", "image") + KEY[4:]
 # Columns that differ between two runs of the same rows (wall times, where and when it ran).
 TIMING_COLUMNS = ("nodes_per_second", "select_seconds", "explore_seconds", "membership_seconds", "seconds",
                   "worker", "finished_at")
@@ -65,9 +67,10 @@ def schema():
     pa = _pyarrow()
     i64, f64, txt = pa.int64(), pa.float64(), pa.string()
     return pa.schema([
-        # what the row is (KEY, plus how the query was made)
-        ("model", txt), ("layer", txt), ("keep", f64), ("query", txt), ("query_seed", i64), ("seed", i64),
-        ("n", i64),
+        # what the row is (KEY), and where its query came from: a prior draw (query_seed) or a real image (image,
+        # and the PSNR of the generator's reconstruction of it)
+        ("model", txt), ("layer", txt), ("keep", f64), ("query", txt), ("query_seed", i64), ("image", txt),
+        ("psnr", f64), ("seed", i64), ("n", i64),
         # the region: latent dimension, units of the layer, essential units kept, output error with only those
         # kept, median distance from the query to the region's boundary along random rays
         ("dim", i64), ("n_units", i64), ("units", i64), ("fidelity", f64), ("median_boundary_distance", f64),
@@ -104,7 +107,7 @@ def run_row(model, task):
     from . import __version__
 
     t0 = time.perf_counter()
-    row = {k: task[k] for k in ("model", "layer", "keep", "query", "query_seed", "seed", "n")}
+    row = {k: task[k] for k in SETTINGS}
     try:
         row.update(_figures(model, task))
         row["status"], row["error"] = "ok", None
@@ -408,7 +411,7 @@ def sweep(model, layers, keeps=(0.05,), queries=(0,), n=500, out="egbas-sweep", 
     out.mkdir(parents=True, exist_ok=True)
     reports_dir = str(out / "reports") if reports else None
     tasks = [{"model": source.name, "layer": layer, "keep": keep, "query": f"seed:{q}", "query_seed": q,
-              "seed": seed, "n": n, "latent_shape": shape, "reports": reports_dir}
+              "image": None, "seed": seed, "n": n, "latent_shape": shape, "reports": reports_dir}
              for layer in layers for keep in keeps for q in queries]
     done = {task_key(r) for r in read_table(out).select(list(KEY)).to_pylist()}
     todo = [t for t in tasks if task_key(t) not in done]
@@ -437,13 +440,11 @@ def _serve(engine, todo, out, progress):
                 row = future.result()
             except concurrent.futures.process.BrokenProcessPool as e:
                 raise ChildProcessError(f"a worker process died ({e}); the rows written so far are kept: rerun the "
-                                   "same command to resume (a script that calls eg.sweep must do it under "
-                                   "`if __name__ == '__main__':`, since workers import the script)") from None
+                                        "same command to resume (a script that calls eg.sweep must do it under "
+                                        "`if __name__ == '__main__':`, since workers import the script)") from None
             except Exception as e:  # Ray: the task was lost MAX_RETRIES times, or could not be run
-                row = {**{k: futures[future][k] for k in ("model", "layer", "keep", "query", "query_seed", "seed",
-                                                         "n")},
-                       "status": "failed", "error": _error_text(e), "version": _version(),
-                       "finished_at": datetime.datetime.now(datetime.timezone.utc)}
+                row = {**{k: futures[future][k] for k in SETTINGS}, "status": "failed", "error": _error_text(e),
+                       "version": _version(), "finished_at": datetime.datetime.now(datetime.timezone.utc)}
             _write_part(out, [row])
             failed += row["status"] != "ok"
             bar.set_postfix(failed=failed, refresh=False)
@@ -544,6 +545,9 @@ def summary_html(table, out):
                          + "</tr>")
     errors = "".join(f"<tr><td>{html.escape(r['layer'])}</td><td>{r['keep']:g}</td><td>{html.escape(r['query'])}"
                      f"</td><td>{html.escape(str(r['error']))}</td></tr>" for r in failed[:50])
+    if failed:
+        errors = (f'<div class="row"><div class="card"><h2>Failed rows ({len(failed)}; the first 50)</h2><table>'
+                  f"<tr><th>layer</th><th>keep</th><th>query</th><th>error</th></tr>{errors}</table></div></div>")
     models = ", ".join(sorted({html.escape(r["model"]) for r in rows})) or "–"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>E-GBAS sweep — {html.escape(str(out))}</title>
@@ -560,7 +564,7 @@ Lines: median over queries; bands: quartiles.</p>
 <p class="note">Fidelity: relative output error with only the kept units (0 = unchanged). Boundary distance: median
 distance from the query to the region's boundary along random rays. Leak: share of &epsilon;-ball samples at the
 tree's mean distance that fall outside the region (the tree's nodes are all inside).</p></div></div>
-{f'<div class="row"><div class="card"><h2>Failed rows</h2><table><tr><th>layer</th><th>keep</th><th>query</th><th>error</th></tr>{errors}</table></div></div>' if failed else ''}
+{errors}
 </body></html>
 """
 

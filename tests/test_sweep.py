@@ -119,6 +119,8 @@ def test_failing_rows_are_recorded_and_the_sweep_goes_on(tmp_path):
             assert r["fidelity"] is None and r["nodes"] is None
         else:
             assert r["status"] == "ok" and r["error"] is None and r["nodes"] > 1
+    page = sweeps.summary_html(table, tmp_path)  # the page lists the failures with their errors
+    assert f"Failed rows ({len(planted)};" in page and page.count("planted failure for this query") == len(planted)
 
 
 def test_reports_are_written_per_row(tmp_path):
