@@ -106,7 +106,9 @@ def build_parser():
     sweep.add_argument("--layers", type=_names, help="comma-separated layer names, e.g. main.2,main.5")
     sweep.add_argument("--keeps", type=_fractions, default=[0.05], help="comma-separated shares of units kept "
                                                                           "(default: 0.05)")
-    sweep.add_argument("--queries", help="query seeds, e.g. 0-63 or 0,3,8-11")
+    sweep.add_argument("--queries", help="query seeds (prior draws), e.g. 0-63 or 0,3,8-11")
+    sweep.add_argument("--images", metavar="DIR", help="real images as queries: every image file in DIR, inverted "
+                                                       "through the generator (a classifier explores the image)")
     sweep.add_argument("--n", type=_positive_int, default=500, help="tree nodes per row (default: 500)")
     sweep.add_argument("--seed", type=_non_negative_int, default=0, help="seed of selection and exploration")
     sweep.add_argument("--out", help="table directory")
@@ -153,14 +155,14 @@ def _run_sweep(args):
     if args.summary:
         print(f"summary: {sweep.write_summary(args.summary)}")
         return
-    missing = [flag for flag, value in (("--checkpoint or --model", args.checkpoint or args.model),
-                                        ("--layers", args.layers), ("--queries", args.queries), ("--out", args.out))
-               if not value]
+    needed = (("--checkpoint or --model", args.checkpoint or args.model), ("--layers", args.layers),
+              ("--queries or --images", args.queries or args.images), ("--out", args.out))
+    missing = [flag for flag, value in needed if not value]
     if missing:
         raise ValueError(f"egbas sweep needs {', '.join(missing)} (or --summary OUT)")
     table = sweep.sweep(args.checkpoint or args.model, args.layers, args.keeps, args.queries, n=args.n,
-                        out=args.out, seed=args.seed, workers=args.workers, address=args.address,
-                        reports=args.reports, progress=not args.quiet)
+                        out=args.out, images=args.images, seed=args.seed, workers=args.workers,
+                        address=args.address, reports=args.reports, progress=not args.quiet)
     failed = sum(status != "ok" for status in table.column("status").to_pylist())
     print(f"table: {args.out} ({table.num_rows} rows, {failed} failed); plots: egbas sweep --summary {args.out}")
 

@@ -40,15 +40,13 @@ def middle_layer(model):
     return layers[len(layers) // 2]
 
 
-def query_latent(model, query_seed):
-    """Latent number `query_seed` of the prior N(0, I), in the model's input shape."""
+def query_latent(model, query_seed, latent_shape=None):
+    """Latent number `query_seed` of the prior N(0, I), in the model's input shape (or `latent_shape`)."""
     from . import core
+    from .inversion import latent_shape_of
 
-    shape = tuple(getattr(model, "egbas_config", {}).get("input_shape") or ())
-    if not shape:
-        raise ValueError("the model does not say its latent shape (egbas_config['input_shape'] is missing)")
-    d = int(np.prod(shape))
-    return core.random_normal(1, d, int(query_seed))[0].reshape(shape)
+    shape = latent_shape_of(model, latent_shape)
+    return core.random_normal(1, int(np.prod(shape)), int(query_seed))[0].reshape(shape)
 
 
 def explore_model(model, layer, out, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0, seed=0, name=None,

@@ -43,8 +43,8 @@ KEY = ("model", "layer", "keep", "query", "seed", "n")
 # What a task says about its row (the key and how the query is made), copied into the row as it is.
 SETTINGS = KEY[:4] + ("query_seed", "image") + KEY[4:]
 # Columns that differ between two runs of the same rows (wall times, where and when it ran).
-TIMING_COLUMNS = ("nodes_per_second", "select_seconds", "explore_seconds", "membership_seconds", "seconds",
-                  "worker", "finished_at")
+TIMING_COLUMNS = ("nodes_per_second", "query_seconds", "select_seconds", "explore_seconds", "membership_seconds",
+                  "seconds", "worker", "finished_at")
 
 
 def _require(module, extra, what):
@@ -83,7 +83,7 @@ def schema():
         # (reach, diversity: tree / region samples), null unless computed
         ("output_diversity", f64), ("reach", f64), ("diversity", f64),
         # bookkeeping
-        ("status", txt), ("error", txt), ("select_seconds", f64), ("explore_seconds", f64),
+        ("status", txt), ("error", txt), ("query_seconds", f64), ("select_seconds", f64), ("explore_seconds", f64),
         ("membership_seconds", f64), ("seconds", f64), ("worker", txt),
         ("finished_at", pa.timestamp("ms", tz="UTC")), ("version", txt),
     ])
@@ -126,7 +126,9 @@ def _figures(model, task):
     from .selection import select_boundaries
 
     seed, n = task["seed"], task["n"]
-    query = query_latent(task["latent_shape"], task["query_seed"])
+    t = time.perf_counter()
+    query, psnr = task_query(model, task)
+    query_seconds = time.perf_counter() - t
     t = time.perf_counter()
     sel = select_boundaries(model, task["layer"], query, keep=task["keep"], seed=seed)
     select_seconds = time.perf_counter() - t
@@ -142,7 +144,8 @@ def _figures(model, task):
     linf = sample_ball(region, n, eps=matched_eps(spread, d, "linf"), norm="linf", seed=seed)
     picked = np.random.default_rng(seed).permutation(len(z))[:DIVERSITY_SAMPLES]
     figures = {
-        "dim": d, "n_units": int(region.n_units), "units": int(len(region.units)), "fidelity": float(sel.fidelity),
+        "psnr": psnr, "dim": d, "n_units": int(region.n_units), "units": int(len(region.units)),
+        "fidelity": float(sel.fidelity),
         "median_boundary_distance": float(np.median(ray_distance)),
         "nodes": int(len(z)), "proposals": int(res.proposals), "accepted": int(res.accepted),
         "salvaged": int(res.salvaged), "acceptance": float(res.acceptance), "step": float(res.step),
@@ -150,7 +153,7 @@ def _figures(model, task):
         "eps_l2": float(l2.eps), "eps_l2_in_region": l2.in_region_rate,
         "eps_linf": float(linf.eps), "eps_linf_in_region": linf.in_region_rate,
         "output_diversity": _diversity(region.generate(z[picked])),
-        "select_seconds": select_seconds, "explore_seconds": float(res.seconds),
+        "query_seconds": query_seconds, "select_seconds": select_seconds, "explore_seconds": float(res.seconds),
         "membership_seconds": float(res.membership_seconds),
     }
     if task.get("reports"):
@@ -158,17 +161,31 @@ def _figures(model, task):
     return figures
 
 
-def query_latent(shape, query_seed):
-    """Latent number `query_seed` of the prior N(0, I) in `shape` (the same query `egbas explore --query-seed`
-    draws)."""
-    from . import core
+def task_query(model, task):
+    """(query, psnr) of a task: prior draw `query_seed`, or a real image (task["pixels"], (C, H, W) in the model's
+    range): inverted through a generator (psnr: of its reconstruction), the image itself for a classifier."""
+    from .demo import query_latent
 
-    return core.random_normal(1, int(np.prod(shape)), int(query_seed))[0].reshape(shape)
+    if task["image"] is None:
+        return query_latent(model, task["query_seed"], task["latent_shape"]), None
+    if task.get("latent") is not None:  # encoded by the driver (vae / ae checkpoints)
+        return task["latent"], task["psnr"]
+    if _is_classifier(model):  # the region lives in image space
+        return task["pixels"], None
+    from .inversion import invert
+
+    inversion = invert(model, task["pixels"], seed=task["seed"], latent_shape=task["latent_shape"], progress=False)
+    return inversion.latent, float(inversion.psnr)
+
+
+def _is_classifier(model):
+    return (getattr(model, "egbas_config", None) or {}).get("model") == "classifier"
 
 
 def report_name(task):
     """Directory name of a row's report: layer-keep-query-seed-n, safe as a file name."""
-    name = f"{task['layer']}-keep{task['keep']:g}-{task['query']}-seed{task['seed']}-n{task['n']}"
+    query = f"image-{Path(task['image']).stem}" if task["image"] else task["query"]
+    name = f"{task['layer']}-keep{task['keep']:g}-{query}-seed{task['seed']}-n{task['n']}"
     return "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
 
 
@@ -352,7 +369,7 @@ def parse_queries(text):
     return sorted(seeds)
 
 
-def _check_grid(layers, keeps, queries):
+def _check_grid(layers, keeps, queries, images):
     if isinstance(layers, str):
         layers = [layers]
     layers = list(dict.fromkeys(layers))  # in order, each once
@@ -364,36 +381,81 @@ def _check_grid(layers, keeps, queries):
     for k in keeps:
         if not 0 < k <= 1:
             raise ValueError(f"every keep must be a fraction in (0, 1] (0.05 keeps the top 5% of units), got {k}")
+    if queries is None:
+        queries = []
     queries = parse_queries(queries) if isinstance(queries, str) else [check_seed(q) for q in queries]
     queries = list(dict.fromkeys(queries))
-    if not queries:
-        raise ValueError("the query list is empty: give query seeds, e.g. 0-63")
-    return layers, keeps, queries
+    images = image_files(images)
+    if not queries and not images:
+        raise ValueError("the query list is empty: give query seeds (e.g. 0-63) or images")
+    return layers, keeps, queries, images
 
 
-def _latent_shape(model, latent_shape):
-    if latent_shape is None:
-        latent_shape = (getattr(model, "egbas_config", None) or {}).get("input_shape")
-    if not latent_shape:
-        raise ValueError("the model does not say its latent shape (no egbas_config['input_shape']): "
-                         "pass latent_shape=, e.g. (100,)")
-    return tuple(positive_int(int(s), "latent_shape") for s in latent_shape)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_files(images):
+    """A directory (its image files, sorted by name) or a list of image files -> absolute paths."""
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no image directory at {str(folder)!r}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
+    else:
+        files = [Path(p).expanduser() for p in images]
+    return list(dict.fromkeys(p.absolute() for p in files))
+
+
+def _image_queries(source, model, shape, files, seed):
+    """{"query", "query_seed", "image", "pixels"} of each image file: read and converted here, in the driver, so
+    a bad file fails before any work and workers (on a cluster too) need no access to the files. The images of a
+    vae / ae checkpoint go through its encoder here, as `egbas explore --image` does (cheap next to a row); other
+    generators invert them in the workers."""
+    import torch
+
+    from .inversion import load_image, output_range
+    from .layers import evaluating
+
+    config = getattr(model, "egbas_config", None) or {}
+    if _is_classifier(model):
+        image_shape = shape
+    elif config.get("output_shape"):
+        image_shape = tuple(config["output_shape"])
+    else:
+        with torch.no_grad(), evaluating(model):
+            image_shape = tuple(model(torch.zeros((1, *shape))).shape[1:])
+    value_range = output_range(model)
+    tasks = [{"query": f"image:{path}", "query_seed": None, "image": str(path),
+              "pixels": load_image(path, image_shape, value_range).numpy()} for path in files]
+    if source.kind == "checkpoint" and config.get("model") in ("vae", "ae"):
+        from .queries import image_query
+
+        for task in tasks:
+            query = image_query(source.arg, config, image=task["image"], seed=seed, progress=False)
+            task.update(latent=query.query, psnr=float(query.inversion.psnr))
+    return tasks
 
 
 # ---------------------------------------------------------------------------------------------- the sweep
-def sweep(model, layers, keeps=(0.05,), queries=(0,), n=500, out="egbas-sweep", *, seed=0, workers=None,
-          address=None, reports=False, latent_shape=None, progress=True):
+def sweep(model, layers, keeps=(0.05,), queries=None, n=500, out="egbas-sweep", *, images=None, seed=0,
+          workers=None, address=None, reports=False, latent_shape=None, progress=True):
     """Explore every (layer, keep, query) of `model` and write one row each to the Parquet table in `out`.
 
     model: a torch module, a checkpoint directory, or "faces" (the zoo's face DCGAN). layers: dotted names;
-    keeps: fractions in (0, 1]; queries: prior seeds (ints, or a string like "0-63"); n: tree nodes per row; seed:
-    of selection, exploration and baselines. workers: embedded processes (default: the CPU count). address: a Ray
-    cluster (default: $RAY_ADDRESS; None and unset = embedded). reports: also write each row's report into
-    out/reports/. Rows already in `out` are skipped (resume). Returns the whole table (pyarrow.Table).
-    Every argument is checked, and every layer evaluated at the first query, before any worker starts.
+    keeps: fractions in (0, 1]; queries: prior seeds (ints, or a string like "0-63"); images: a directory of image
+    files or a list of them (each inverted through the generator with `eg.invert` in a worker; a classifier
+    explores the image itself); n: tree nodes per row; seed: of inversion, selection, exploration and baselines.
+    workers: embedded processes (default: the CPU count). address: a Ray cluster (default: $RAY_ADDRESS; None and
+    unset = embedded). reports: also write each row's report into out/reports/. latent_shape: the model's input
+    shape when it has no egbas_config. Rows already in `out` are skipped (resume). Returns the whole table
+    (pyarrow.Table). Every argument and image is checked, and every layer evaluated, before any worker starts.
     """
     _pyarrow()
-    layers, keeps, queries = _check_grid(layers, keeps, queries)
+    layers, keeps, queries, images = _check_grid(layers, keeps, queries, images)
     n, seed = positive_int(n, "n"), check_seed(seed)
     workers = (os.cpu_count() or 1) if workers is None else positive_int(workers, "workers")
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -402,17 +464,21 @@ def sweep(model, layers, keeps=(0.05,), queries=(0,), n=500, out="egbas-sweep", 
     out = check_writable(out)
     source = ModelSource(model)
     loaded = source.load()
-    shape = _latent_shape(loaded, latent_shape)
+    from .demo import query_latent
+    from .inversion import latent_shape_of
     from .region import GenerativeRegion
 
+    shape = latent_shape_of(loaded, latent_shape)
     for layer in layers:  # unknown layer / a layer the forward never reaches / a bad shape: now, not in a worker
-        GenerativeRegion(loaded, layer, query_latent(shape, queries[0]))
+        GenerativeRegion(loaded, layer, query_latent(loaded, 0, shape))
+    sources = [{"query": f"seed:{q}", "query_seed": q, "image": None} for q in queries]
+    sources += _image_queries(source, loaded, shape, images, seed)
 
     out.mkdir(parents=True, exist_ok=True)
     reports_dir = str(out / "reports") if reports else None
-    tasks = [{"model": source.name, "layer": layer, "keep": keep, "query": f"seed:{q}", "query_seed": q,
-              "image": None, "seed": seed, "n": n, "latent_shape": shape, "reports": reports_dir}
-             for layer in layers for keep in keeps for q in queries]
+    tasks = [{"model": source.name, "layer": layer, "keep": keep, **query, "seed": seed, "n": n,
+              "latent_shape": shape, "reports": reports_dir}
+             for layer in layers for keep in keeps for query in sources]
     done = {task_key(r) for r in read_table(out).select(list(KEY)).to_pylist()}
     todo = [t for t in tasks if task_key(t) not in done]
     if progress and len(todo) < len(tasks):

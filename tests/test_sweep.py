@@ -14,6 +14,7 @@ import pytest
 
 from egbas_fast import models
 from egbas_fast.checkpoint import save_checkpoint
+from egbas_fast.demo import query_latent
 
 from . import toys
 
@@ -76,7 +77,7 @@ def test_table_has_one_row_per_setting_with_the_api_figures(embedded, checkpoint
     # another thread count): the query is prior draw `query_seed`, as `egbas explore --query-seed` draws it.
     model = eg.load(checkpoint)
     r = next(r for r in rows if r["layer"] == "main.5" and r["keep"] == 0.1 and r["query_seed"] == 1)
-    query = sweeps.query_latent((8,), 1)
+    query = query_latent(model, 1)
     sel = eg.select_boundaries(model, "main.5", query, keep=0.1, seed=0)
     res = eg.explore(sel.region(), n=N, seed=0, progress=False)
     assert (r["units"], r["fidelity"]) == (len(sel.units), pytest.approx(sel.fidelity, rel=1e-6))
@@ -107,7 +108,7 @@ def test_rerun_skips_finished_rows_and_adds_new_ones(embedded, checkpoint, tmp_p
 def test_failing_rows_are_recorded_and_the_sweep_goes_on(tmp_path):
     model = toys.fails_on_some_queries()
     queries = list(range(6))
-    planted = {q for q in queries if sweeps.query_latent((4,), q)[0] > 0.5}
+    planted = {q for q in queries if query_latent(model, q, (4,))[0] > 0.5}
     assert 0 < len(planted) < len(queries)  # the planted failure hits some queries and spares others
     table = sweeps.sweep(model, ["body.1"], [0.5], queries, n=20, out=tmp_path, workers=1, latent_shape=(4,),
                          progress=False)
@@ -261,3 +262,75 @@ def test_the_same_sweep_on_a_ray_cluster_gives_the_same_table(embedded, checkpoi
     assert without_timings(on_ray) == without_timings(table)
     workers = set(on_ray.column("worker").to_pylist())
     assert workers.isdisjoint(set(table.column("worker").to_pylist()))  # really ran elsewhere
+
+
+def test_the_cli_with_an_address_connects_to_the_cluster(embedded, checkpoint, ray_cluster, tmp_path):
+    out, table = embedded
+    run = egbas("sweep", "--checkpoint", checkpoint, "--layers", "main.5", "--keeps", "0.1", "--queries", "1",
+                "--n", N, "--address", ray_cluster, "--out", tmp_path, "--quiet")
+    assert run.returncode == 0, run.stderr
+    (row,) = without_timings(sweeps.read_table(tmp_path))
+    assert row in without_timings(table)
+
+
+def _pngs(folder, model, count):
+    """`count` PNG files of the model's own outputs (random latents): images it can reproduce."""
+    import torch
+    from PIL import Image
+
+    folder.mkdir()
+    with torch.no_grad():
+        images = model.eval()(torch.randn(count, 8, generator=torch.Generator().manual_seed(0)))  # (k, 1, 16, 16)
+    for i, image in enumerate(images):
+        pixels = ((image[0].numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(folder / f"face{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def test_image_queries_are_inverted_in_the_workers(checkpoint, tmp_path):
+    import egbas_fast as eg
+
+    model = eg.load(checkpoint)
+    files = _pngs(tmp_path / "images", model, 2)
+    (tmp_path / "images" / "notes.txt").write_text("not an image: ignored")
+    table = sweeps.sweep(checkpoint, ["main.2"], [0.3], None, n=20, out=tmp_path / "out", images=tmp_path / "images",
+                         workers=1, progress=False)
+    rows = sorted(table.to_pylist(), key=lambda r: r["image"])
+    assert [r["image"] for r in rows] == [str(f) for f in files]
+    assert [r["query"] for r in rows] == [f"image:{f}" for f in files] and {r["query_seed"] for r in rows} == {None}
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    inversion = eg.invert(model, files[0], seed=0, progress=False)  # what the worker did, redone here
+    assert rows[0]["psnr"] == pytest.approx(inversion.psnr, rel=1e-4) and rows[0]["psnr"] > 15
+    sel = eg.select_boundaries(model, "main.2", inversion.latent, keep=0.3, seed=0)
+    assert rows[0]["fidelity"] == pytest.approx(sel.fidelity, rel=1e-5)
+
+
+def test_bad_images_fail_before_any_work(checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        sweeps.sweep(checkpoint, ["main.2"], [0.1], None, out=tmp_path / "out", images=tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read .*broken.png"):
+        sweeps.sweep(checkpoint, ["main.2"], [0.1], None, out=tmp_path / "out", images=tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="no image directory"):
+        sweeps.sweep(checkpoint, ["main.2"], [0.1], None, out=tmp_path / "out", images=tmp_path / "nowhere")
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_of_a_vae_go_through_its_encoder(tmp_path):
+    import egbas_fast as eg
+    from egbas_fast.queries import image_query
+
+    bundle = models.build("vae", (1, 16, 16), latent_dim=8, width=4, extra_layers=0)
+    checkpoint = save_checkpoint(tmp_path / "vae", bundle)
+    files = _pngs(tmp_path / "images", eg.load(checkpoint), 1)
+    layer = next(name for name, module in eg.load(checkpoint).named_modules() if type(module).__name__ == "ReLU")
+    table = sweeps.sweep(checkpoint, [layer], [0.5], None, n=20, out=tmp_path / "out", images=files, workers=1,
+                         progress=False)
+    (row,) = table.to_pylist()
+    assert row["status"] == "ok", row["error"]
+    encoded = image_query(checkpoint, eg.load(checkpoint).egbas_config, image=files[0], progress=False)
+    assert encoded.inversion.method == "encoder" and row["psnr"] == pytest.approx(encoded.inversion.psnr)
+    sel = eg.select_boundaries(eg.load(checkpoint), layer, encoded.query, keep=0.5, seed=0)
+    assert row["fidelity"] == pytest.approx(sel.fidelity, rel=1e-5)
