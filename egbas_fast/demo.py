@@ -111,6 +111,13 @@ def run_explore(checkpoint, layer, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=None
     if image is not None and not Path(image).expanduser().is_file():
         raise FileNotFoundError(f"no image file at {str(image)!r}")
     out = report.check_writable(out)
+    if ckpt.read_config(path).get("model") == "rednet":  # image restoration: the region lives in input space
+        from .sr import run_explore_rednet
+        if image is None:
+            raise ValueError("a rednet explains an image: pass --image FILE")
+        result = run_explore_rednet(path, layer, image, out, keep, n, seed, progress)
+        print(f"report: {result / 'report.html'}")
+        return result
     model = ckpt.load(path)
     get_layer(model, layer)  # unknown layer -> ValueError listing the model's layers
     kind = model.egbas_config.get("model", "model")

@@ -420,3 +420,50 @@ def train_rednet(out, scale=2, epochs=8, seed=0, resume=False, progress=True, ba
                                  training={**training, "seconds": seconds})
     write_loss_plot({"mse": history["mse"]}, out / "losses.png")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ explanation
+EXPLORE_CROP = 48  # side of the (upscaled) image region explored: the region lives in a 48*48 = 2,304-dim space
+
+
+class DisplayedRestorer(torch.nn.Module):
+    """A RED-Net for the explorer and its report: the same layers (under `rednet.`), the output clamped to [0, 1]
+    and mapped to [-1, 1], the range the report draws as an image. The clamp comes after every layer, so the
+    regions of the layers are RED-Net's own."""
+
+    def __init__(self, net, query_shape):
+        super().__init__()
+        self.rednet = net
+        self.egbas_config = {**net.egbas_config, "input_shape": list(query_shape), "output_shape": list(query_shape)}
+
+    def forward(self, x):
+        return self.rednet(x.reshape(x.shape[0], *self.egbas_config["input_shape"])).clamp(0, 1) * 2 - 1
+
+
+def explore_query(pixels, scale, crop=EXPLORE_CROP):
+    """The query of a rednet exploration: the Y (1, crop, crop) float32 of the bicubic upscaling of the centre of
+    the low-resolution image `pixels` (smaller images are used whole)."""
+    h, w = pixels.shape[:2]
+    side_h, side_w = min(h, -(-crop // scale)), min(w, -(-crop // scale))
+    top, left = (h - side_h) // 2, (w - side_w) // 2
+    up = bicubic(pixels[top:top + side_h, left:left + side_w], (side_w * scale, side_h * scale))
+    return torch.from_numpy(luminance(up)[:crop, :crop].astype(np.float32))[None]
+
+
+def run_explore_rednet(checkpoint, layer, image, out, keep=0.05, n=500, seed=0, progress=True):
+    """`egbas explore --checkpoint <rednet> --layer L --image FILE`: the region of layer L (a name of the RED-Net:
+    encoder.2, decoder.1, ...) around the bicubic-upscaled centre of FILE, in input space; the report shows the
+    restored outputs of the tree's nodes. Returns the report directory."""
+    from .exploration import explore
+    from .layers import get_layer
+    from .selection import select_boundaries
+    out = check_writable(out)
+    net, scale = load_network(checkpoint)
+    get_layer(net, layer)  # unknown layer -> the list of the network's layers
+    query = explore_query(photo_data.read_image(image)[0], scale)
+    model = DisplayedRestorer(net, tuple(query.shape)).eval()
+    selection = select_boundaries(model, f"rednet.{layer}", query, keep=keep, seed=seed)
+    result = explore(selection.region(), n=n, seed=seed, progress=progress)
+    print(f"explored {layer}: {len(selection.units)} essential boundaries, {result.accepted} nodes")
+    return result.save(out, selection=selection, name=f"rednet x{scale} from {checkpoint}, layer {layer}, "
+                                                       f"around {Path(image).name}")

@@ -41,7 +41,7 @@ def rednet(scale=2):
     luminance Y of YCbCr (BT.601 studio range / 255, as sr.luminance computes it). Any H, W. The output is not
     clamped (clamp to [0, 1]); sr.super_resolve does the whole job for an RGB / greyscale / RGBA picture.
     The weights ship inside the package (egbas_fast/weights/rednet-xN: model.safetensors, config.json and
-    TRAINING.md with the exact `egbas train` command that made them and their measured PSNR).
+    TRAINED_WITH.md with the exact `egbas train` command that made them and their measured PSNR).
     """
     from . import checkpoint
     if isinstance(scale, bool) or scale not in (2, 3, 4):
