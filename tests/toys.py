@@ -207,9 +207,9 @@ def polytope_exit(W, b, query, directions):
 
 
 class FailsOnSomeQueries(nn.Module):
-    """Linear -> ReLU -> Linear whose full forward of ONE latent with z[0] > 0.5 raises: boundary selection (batch 1)
-    fails for those queries while the prefix up to layer '1' (regions, exploration) always works. A sweep must
-    record those rows as failed and go on."""
+    """Linear -> ReLU -> Linear whose full forward of ONE latent with z[0] < -1 raises: a region or a boundary
+    selection (both run the query alone through the model) fails for those queries, while batches (exploration)
+    always work. A sweep must record those rows as failed and go on."""
 
     def __init__(self, d=4, n=12, out=5):
         super().__init__()
@@ -218,7 +218,7 @@ class FailsOnSomeQueries(nn.Module):
 
     def forward(self, z):
         h = self.body(z)
-        if z.shape[0] == 1 and float(z[0, 0]) > 0.5:
+        if z.shape[0] == 1 and float(z[0, 0]) < -1.0:
             raise ValueError("planted failure for this query")
         return self.head(h)
 
