@@ -6,9 +6,11 @@
     python bench/inversion_psnr.py mnist-vae CKPT [N]        # the same digits through a VAE: encode and invert
 
 Prints one line per image and a summary (median / quartiles of PSNR, seconds per image) and writes it as JSON to
-bench/results/inversion_<what>.json. Torch runs on 2 threads (the 2-core machine the README quotes).
+bench/results/inversion_<what>.json. Torch runs on $THREADS threads (default 1: on a busy 2-core machine two
+OpenMP threads spin-wait on each other and ran ~10x slower).
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,7 +86,7 @@ def mnist_vae(ckpt, n=20):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # 1: a busy 2-core machine spins on 2
     what, rest = sys.argv[1], sys.argv[2:]
     if what == "faces":
         rows = faces(*map(int, rest[:1]))
