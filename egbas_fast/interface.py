@@ -103,8 +103,8 @@ def check_model(model, x):
     if first.shape != second.shape or not torch.equal(first, second):
         raise ModelInterfaceError(
             "the model's forward is not deterministic: the same input gave different outputs twice (noise drawn "
-            "in forward, e.g. StyleGAN-style noise injection, or dropout called functionally). A region needs the output "
-            "to be a fixed function of the latent: draw the noise once and keep it in a buffer "
+            "in forward, e.g. StyleGAN-style noise injection, or dropout called functionally). A region needs the "
+            "output to be a fixed function of the latent: draw the noise once and keep it in a buffer "
             "(module.register_buffer), or pass it as a fixed input: eg.interface.adapt(model, kwargs={'noise': "
             "fixed_noise})")
 
