@@ -10,7 +10,8 @@
               with an explicit schema (SCHEMA). A killed sweep loses only the rows in flight; at the end the parts
               are merged into one file (crash-safe: a merged part names its sources, and leftovers are removed).
 
-Read the table with pyarrow (`read_table(DIR)`) or duckdb: `SELECT ... FROM read_parquet('DIR/*.parquet')`.
+Read the table with pyarrow (`read_table(glob('DIR/part-*.parquet'))`: the folder also holds summary.html and
+reports/) or duckdb: `SELECT ... FROM read_parquet('DIR/*.parquet')`.
 """
 import concurrent.futures
 import datetime
