@@ -90,11 +90,13 @@ def layer_output(model, layer, x):
     return prefix_output(model, get_layer(model, layer), layer, x)
 
 
-def prefix_output(model, module, name, x, eval_mode=True):
+def prefix_output(model, module, name, x, eval_mode=True, capture="output"):
     """`layer_output` for an already looked-up `module` (hot path). eval_mode=False leaves the mode to the caller.
 
     The forward stops inside the layer's hook, so no later op (DCGAN's in-place ReLU included) can touch the
     value before we return it: no copy is needed. A module called more than once gives its first call's output.
+    capture="input" returns the module's (first) input instead, read by a pre-hook before the module runs (an
+    in-place ReLU would have overwritten it by the time a forward hook sees it): an activation's pre-activation.
     """
     captured = []
 
@@ -102,7 +104,14 @@ def prefix_output(model, module, name, x, eval_mode=True):
         captured.append(_flat_output(name, output).detach())
         raise _StopForward
 
-    handle = module.register_forward_hook(hook)
+    def pre_hook(_module, inputs):
+        captured.append(_flat_output(name, inputs[0] if inputs else None).detach())
+        raise _StopForward
+
+    if capture == "input":
+        handle = module.register_forward_pre_hook(pre_hook)
+    else:
+        handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad(), (evaluating(model) if eval_mode else contextlib.nullcontext()):
             try:
