@@ -30,6 +30,7 @@ MIN_ADVANCE = 0.25  # a bisection point becomes a node only if it moved >= this 
 N_RAYS = 64  # rays from the query used to derive the default step and radius
 STEP_FRACTION = 0.5  # default step = this * median ray distance r from the query to the boundary
 RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the tree is pulled to the boundary
+MAX_CHECKS = 8  # most points evaluated on one extension (prior mode): longer segments are checked more coarsely
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
@@ -67,11 +68,14 @@ class Exploration:
     salvaged: int  # nodes added by bisecting a rejected candidate
     seconds: float  # wall time of explore, default step/radius search included
     membership_seconds: float  # part of `seconds` spent inside region.contains (the model's forward)
-    step: float
-    radius: float
+    step: float  # prior mode: spacing of the points checked on an extension; local mode: the RRT step
+    radius: object  # local mode: half-width of the target box; None in prior mode
     batch: int
     seed: int
     region: object = field(repr=False)  # kept so that `save` can generate outputs and re-check membership
+    mode: str = "prior"  # "prior" (targets from the restricted prior) or "local" (box around the query)
+    prior: str = "normal"
+    sampler_method: object = None  # "polytope" or "slice" in prior mode
 
     @property
     def acceptance(self):
@@ -96,23 +100,37 @@ class Exploration:
 
 
 # -------------------------------------------------------------------------------------------------- algorithms
-def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None, seed=0, progress=True):
-    """Grow a tree of up to `n` nodes (query included) inside `region` with a batched RRT (see module docstring).
+def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None, seed=0, progress=True,
+            prior="normal", box=(-1.0, 1.0)):
+    """Grow a tree of up to `n` nodes (query included) inside `region` (see the module docstring).
 
-    step: how far a node moves toward its target; radius: half-width of the target box around the query. None =
-    derived from the region (`default_step_radius`: step = r/2, radius = 3r*sqrt(3/d), r = median ray distance from
-    the query to the boundary). batch: most proposals per round (one forward for all of them, plus BISECT_STEPS
-    for the rejected ones; early rounds are smaller, see below). max_proposals: stop after this many
-    proposals even if the tree is smaller (default 50 * n). seed: the targets are draws 0, 1, 2, ... of the seed's
-    counter-based stream in the core (one per proposal), so the tree is identical whatever the thread count.
+    Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
+    the region (`sampling.RegionSampler`, the kernel of `sample_region`; prior "normal" N(0, I) or "uniform" on
+    `box`), and each proposal extends its nearest node toward its target as far as the region allows: the
+    segment is evaluated every `step` (at most MAX_CHECKS points), the node goes to the target if every point is
+    inside, else to the farthest inside point before the first outside one, refined by BISECT_STEPS bisections.
+    step None = r, the median ray distance from the query to the boundary.
+
+    radius given: the paper's local RRT around the query: targets uniform in the box of half-width `radius`,
+    each nearest node moved at most `step` toward its target (step None = r/2). radius="auto" uses
+    `default_step_radius`'s radius (3r*sqrt(3/d)).
+
+    batch: most proposals per round (one batched forward for their checks). max_proposals: stop after this many
+    proposals even if the tree is smaller (default 50 * n). seed: same seed -> same tree, whatever the thread
+    count.
     """
+    from .sampling import RegionSampler, as_prior, default_warmup
+
     check_region(region)
     n = positive_int(n, "n")
     batch = positive_int(batch, "batch")
     step = None if step is None else positive_real(step, "step")
-    radius = None if radius is None else positive_real(radius, "radius")
+    local = radius is not None
+    if radius is not None and radius != "auto":
+        radius = positive_real(radius, "radius")
     max_proposals = PROPOSALS_PER_NODE * n if max_proposals is None else positive_int(max_proposals, "max_proposals")
     seed = check_seed(seed)
+    prior = as_prior(prior, box)
 
     t0 = time.perf_counter()
     member_seconds = 0.0
@@ -124,13 +142,22 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         member_seconds += time.perf_counter() - t
         return inside
 
-    if step is None or radius is None:  # ray marches: region.contains calls, counted as membership time
+    if step is None or radius == "auto":  # ray marches: region.contains calls, counted as membership time
         t = time.perf_counter()
         auto_step, auto_radius = default_step_radius(region, seed)
         member_seconds += time.perf_counter() - t
-        step = auto_step if step is None else step
-        radius = auto_radius if radius is None else radius
+        step = step if step is not None else (auto_step if local else auto_step / STEP_FRACTION)
+        radius = auto_radius if radius == "auto" else radius
     query = np.ascontiguousarray(region.query, np.float32).reshape(-1)  # (d,), inside by definition
+
+    sampler = None
+    if not local:
+        t = time.perf_counter()
+        sampler = RegionSampler(region, chains=min(n, 64), prior=prior, seed=seed)
+        for _ in range(default_warmup(sampler.method)):  # targets from the restricted prior, not the query's start
+            sampler.step()
+        member_seconds += time.perf_counter() - t
+    queue = np.empty((0, query.size), np.float32)
 
     tree = core.Tree(query.size, capacity=min(n, 1 << 16))
     tree.add(query[None], np.array([-1], np.int64))
@@ -142,30 +169,75 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         # sequential RRT does) instead of putting a whole first batch of siblings around the root. At most one
         # per missing node: a proposal adds at most one node, so none is evaluated and then thrown away.
         b = min(batch, tree.size, n - tree.size, max_proposals - proposals)
-        targets = core.random_uniform_box(query, radius, b, seed, proposals)  # (b, d): draws proposals.. of the seed
-        targets = in_bounds(region, targets)  # steering between two points of a box stays in the box
+        if local:
+            targets = core.random_uniform_box(query, radius, b, seed, proposals)  # draws proposals.. of the seed
+            targets = in_bounds(region, targets)  # steering between two points of a box stays in the box
+        else:
+            while len(queue) < b:
+                t = time.perf_counter()
+                queue = np.concatenate([queue, sampler.step()])  # every state evaluated inside (and in bounds)
+                member_seconds += time.perf_counter() - t
+            targets, queue = queue[:b], queue[b:]
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start
         origins = tree.points[near]  # (b, d) copy
-        cand = core.steer(origins, targets, step)  # (b, d)
-        inside = contains(cand)
+        if local:
+            pts, ok, bisected = _step_toward(origins, targets, step, contains)
+        else:
+            pts, ok, bisected = _extend(origins, targets, step, contains)
         proposals += b
-        out = np.flatnonzero(~inside)
-        new_pts, new_par = [cand[inside]], [near[inside]]
-        if len(out):
-            pts, ok = _bisect(origins[out], cand[out], contains, MIN_ADVANCE * step)
-            new_pts.append(pts[ok])
-            new_par.append(near[out][ok])
-            salvaged += int(ok.sum())
-        pts, par = np.concatenate(new_pts), np.concatenate(new_par)
-        if len(pts):
-            tree.add(np.ascontiguousarray(pts), np.ascontiguousarray(par))
-        bar.update(len(pts))
+        salvaged += int((ok & bisected).sum())
+        if ok.any():
+            tree.add(np.ascontiguousarray(pts[ok]), np.ascontiguousarray(near[ok]))
+        bar.update(int(ok.sum()))
     bar.close()
     m = tree.size
     return Exploration(latents=np.array(tree.points[:m], np.float32), parents=np.array(tree.parents[:m], np.int64),
                        proposals=proposals, accepted=m - 1, salvaged=salvaged, seconds=time.perf_counter() - t0,
-                       membership_seconds=member_seconds, step=float(step), radius=float(radius), batch=batch,
-                       seed=seed, region=region)
+                       membership_seconds=member_seconds, step=float(step),
+                       radius=None if radius is None else float(radius), batch=batch, seed=seed, region=region,
+                       mode="local" if local else "prior", prior=prior.kind,
+                       sampler_method=None if sampler is None else sampler.method)
+
+
+def _step_toward(origins, targets, step, contains):
+    """The paper's extension: each origin moved at most `step` toward its target; a rejected candidate is
+    bisected. Returns (points, ok, bisected)."""
+    cand = core.steer(origins, targets, step)  # (b, d)
+    inside = contains(cand)
+    pts, ok = cand.copy(), inside.copy()
+    out = np.flatnonzero(~inside)
+    if len(out):
+        pts[out], ok[out] = _bisect(origins[out], cand[out], contains, MIN_ADVANCE * step)
+    return pts, ok, ~inside
+
+
+def _extend(origins, targets, step, contains):
+    """RRT-Connect-style extension toward targets that are themselves inside: the segment origin -> target is
+    evaluated at K - 1 interior points (K = its length / step, 1..MAX_CHECKS) in one batched call; the node is the
+    target if all are inside, else the last inside point before the first outside one, bisected toward it.
+    Returns (points, ok, bisected)."""
+    delta = targets - origins  # (b, d)
+    length = np.linalg.norm(delta.astype(np.float64), axis=1)
+    K = np.clip(np.ceil(length / step), 1, MAX_CHECKS).astype(np.int64)  # (b,)
+    row = np.repeat(np.arange(len(origins)), K - 1)
+    j = np.concatenate([np.arange(1, k) for k in K]) if (K > 1).any() else np.zeros(0, np.int64)
+    frac = (j / K[row]).astype(np.float32)
+    inside = contains(origins[row] + frac[:, None] * delta[row]) if len(row) else np.zeros(0, bool)
+    first_out = np.full(len(origins), -1)  # interior index of the first outside point, -1 if none
+    for r, jj, ins in zip(row[::-1], j[::-1], inside[::-1]):  # reversed: the smallest j wins
+        if not ins:
+            first_out[r] = jj
+    pts, ok = targets.copy(), np.ones(len(origins), bool)
+    blocked = np.flatnonzero(first_out >= 0)
+    if len(blocked):
+        lo = ((first_out[blocked] - 1) / K[blocked]).astype(np.float32)[:, None]
+        hi = (first_out[blocked] / K[blocked]).astype(np.float32)[:, None]
+        a = origins[blocked] + lo * delta[blocked]  # inside (or the origin itself)
+        c = origins[blocked] + hi * delta[blocked]  # outside
+        best, _ = _bisect(a, c, contains, 0.0)
+        pts[blocked] = best
+        ok[blocked] = np.linalg.norm(best - origins[blocked], axis=1) >= MIN_ADVANCE * step * (1 - 1e-4)
+    return pts, ok, first_out >= 0
 
 
 def in_bounds(region, points):

@@ -36,21 +36,35 @@ def make_region(name, layer, seed=0, share=None):
 CASES = [(t.name, layer, share) for t in TOYS for layer in t.layers for share in (None, 0.5)]
 
 
+@pytest.mark.parametrize("mode", ["prior", "local"])
 @pytest.mark.parametrize("name,layer,share", CASES)
-def test_every_node_is_inside_by_plain_torch(name, layer, share):
+def test_every_node_is_inside_by_plain_torch(name, layer, share, mode):
     toy, model, region = make_region(name, layer, seed=len(layer), share=share)
-    res = explore(region, n=120, batch=32, seed=3, progress=False)
+    res = explore(region, n=120, batch=32, seed=3, progress=False, radius="auto" if mode == "local" else None)
     z = res.latents
+    assert res.mode == mode
     assert z.dtype == np.float32 and z.shape == (120, region.dim)
     assert np.array_equal(z[0], region.query)
     assert oracle_inside(toy.name, toy.query_shape, model, region, z).all()
-    # a tree: root -1, every parent an earlier node, every edge at most one step long
+    # a tree: root -1, every parent an earlier node, no node twice
     assert res.parents[0] == -1 and res.parents.dtype == np.int64
     assert ((res.parents[1:] >= 0) & (res.parents[1:] < np.arange(1, 120))).all()
     edges = np.linalg.norm(z[1:] - z[res.parents[1:]], axis=1)
-    assert (edges <= res.step * (1 + 1e-5) + 1e-6).all() and (edges > 0).all()
+    assert (edges > 0).all()
+    if mode == "local":  # the paper's RRT: every edge at most one step long
+        assert (edges <= res.step * (1 + 1e-5) + 1e-6).all()
     assert res.accepted == 119 and res.proposals >= res.accepted >= res.salvaged >= 0
     assert 0 < res.acceptance <= 1
+
+
+def test_prior_mode_extends_to_the_target_on_a_convex_region():
+    # a polytope (first layer): every segment between two inside points is inside, so every node IS its target,
+    # a sample of the restricted prior, however far from its parent (edges far longer than the check spacing)
+    toy, model, region = make_region("linear_relu", "1", seed=1)
+    res = explore(region, n=200, batch=32, seed=0, progress=False)
+    assert res.salvaged == 0 and res.accepted == res.proposals == 199
+    edges = np.linalg.norm(res.latents[1:] - res.latents[res.parents[1:]], axis=1)
+    assert edges.max() > 2 * res.step
 
 
 def test_bisection_nodes_grow_along_the_boundary():
@@ -73,8 +87,10 @@ def test_default_step_and_radius_follow_the_stated_rule():
     step, radius = default_step_radius(region, seed=0)
     assert step == pytest.approx(r / 2, abs=1e-3 * cap)
     assert radius == pytest.approx(3 * r * math.sqrt(3 / region.dim), abs=1e-2 * cap)
-    res = explore(region, n=10, seed=0, progress=False)
-    assert (res.step, res.radius) == (step, radius)
+    res = explore(region, n=10, seed=0, progress=False, radius="auto")
+    assert (res.step, res.radius, res.mode) == (step, radius, "local")
+    res = explore(region, n=10, seed=0, progress=False)  # prior mode: checks every r along an extension
+    assert (res.step, res.radius, res.mode) == (pytest.approx(2 * step), None, "prior")
 
 
 @pytest.mark.parametrize("layer", ["main.2", "main.5"])
@@ -124,7 +140,8 @@ def test_one_node_is_the_query():
     ({"step": 0.0}, ValueError), ({"step": -1.0}, ValueError), ({"step": float("nan")}, ValueError),
     ({"step": float("inf")}, ValueError), ({"radius": 0}, ValueError), ({"radius": -2.0}, ValueError),
     ({"batch": 0}, ValueError), ({"batch": -1}, ValueError), ({"max_proposals": 0}, ValueError),
-    ({"seed": -1}, ValueError), ({"step": "big"}, TypeError),
+    ({"seed": -1}, ValueError), ({"step": "big"}, TypeError), ({"radius": "big"}, TypeError),
+    ({"prior": "cauchy"}, ValueError), ({"box": (1.0, -1.0), "prior": "uniform"}, ValueError),
 ])
 def test_bad_arguments_fail_before_any_work(kwargs, error):
     _, _, region = make_region("leaky", "1")

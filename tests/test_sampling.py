@@ -1,0 +1,177 @@
+"""sample_region against exact answers: a half-space (the restricted prior is a truncated normal along its normal,
+untouched across it), the polytope of an affine first layer (a long closed-form hit-and-run chain as the oracle),
+the uniform-box prior; every sample inside by a plain-torch oracle; the affine detector; the mixing diagnostics."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from egbas_fast import core
+from egbas_fast.region import GenerativeRegion
+from egbas_fast.sampling import RegionSamples, polytope, sample_region, split_rhat_ess
+
+from .toys import TOYS, _seeded, oracle_inside
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TOY = {t.name: t for t in TOYS}
+P_MIN = 1e-3  # KS p-value floor: a wrong distribution gives p ~ 1e-10 and below at these sizes
+# KS needs independent draws: the tests take the last state of as many independent chains as samples.
+
+
+def half_space(d=4, seed=0):
+    """relu(w z + b), one unit, on at the query: the region is the half-space {w z + b > 0}."""
+    model = _seeded(nn.Sequential(nn.Linear(d, 1), nn.ReLU()), seed)
+    with torch.no_grad():
+        model[0].bias.fill_(-0.8)  # the boundary cuts the prior off-centre: a visible truncation
+        model[0].weight.mul_(2.0 / model[0].weight.norm())
+    w, b = model[0].weight[0].detach().double().numpy(), float(model[0].bias)
+    query = (1.5 * w / np.linalg.norm(w)).astype(np.float32)  # on: w.q + b = 3 - 0.8 > 0
+    return model, GenerativeRegion(model, "1", query), w, b
+
+
+@pytest.mark.parametrize("method", ["polytope", "slice"])
+def test_half_space_gives_a_truncated_normal_along_its_normal(method):
+    model, region, w, b = half_space()
+    rs = sample_region(region, n=1200, seed=1, method=method, chains=1200, warmup=40, progress=False)
+    assert rs.method == method and rs.latents.shape == (1200, 4) and rs.latents.dtype == np.float32
+    assert region.contains(rs.latents).all()
+    u = w / np.linalg.norm(w)
+    along = rs.latents.astype(np.float64) @ u  # N(0, 1) truncated to > -b/|w|
+    lower = -b / np.linalg.norm(w)
+    assert along.min() > lower
+    assert stats.kstest(along, stats.truncnorm(lower, np.inf).cdf).pvalue > P_MIN
+    ortho = np.linalg.svd(np.eye(4) - np.outer(u, u))[0][:, :3]  # an orthonormal basis of the boundary plane
+    for k in range(3):
+        assert stats.kstest(rs.latents @ ortho[:, k], "norm").pvalue > P_MIN
+    # what sampling without the region would give fails the same test
+    assert stats.kstest(along, "norm").pvalue < P_MIN
+
+
+def test_uniform_prior_is_uniform_on_the_box_part_of_the_half_space():
+    model, region, w, b = half_space(d=3, seed=2)
+    rs = sample_region(region, n=1200, seed=0, prior="uniform", box=(-2.0, 2.0), chains=1200, warmup=40,
+                       progress=False)
+    z = rs.latents.astype(np.float64)
+    assert (np.abs(z) <= 2.0).all() and ((z @ w + b) > 0).all() and rs.prior.kind == "uniform"
+    # oracle: uniform on the box, kept where inside (rejection sampling is exact for a uniform prior)
+    ref = np.random.default_rng(0).uniform(-2, 2, (40000, 3))
+    ref = ref[ref @ w + b > 0][:3000]
+    for k in range(3):
+        assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
+
+
+def hit_and_run(A, c, start, steps, chains, rng):
+    """Oracle: Gaussian hit-and-run in {A z + c > 0} with exact chords and exact truncated-normal draws."""
+    z = np.repeat(start[None], chains, 0).astype(np.float64)
+    out = []
+    for i in range(steps):
+        u = rng.standard_normal(z.shape)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        m, s = z @ A.T + c, u @ A.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = -m / s
+        lo = np.where(s > 0, r, -np.inf).max(1)
+        hi = np.where(s < 0, r, np.inf).min(1)
+        mu = -(z * u).sum(1)
+        t = stats.truncnorm.rvs(lo - mu, hi - mu, loc=mu, random_state=rng)
+        z = z + t[:, None] * u
+        if i >= steps // 2 and i % 10 == 0:
+            out.append(z.copy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("method", ["polytope", "slice"])
+def test_affine_first_layer_matches_exact_hit_and_run(method):
+    toy = TOY["linear_relu"]
+    model = toy.build()
+    query = np.random.default_rng(3).standard_normal(3).astype(np.float32)
+    region = GenerativeRegion(model, "1", query)
+    W, b = (p.detach().double().numpy() for p in (model[0].weight, model[0].bias))
+    s = np.where(W @ query + b > 0, 1.0, -1.0)
+    ref = hit_and_run(s[:, None] * W, s * b, query, 600, 32, np.random.default_rng(0))  # (960, 3)
+    rs = sample_region(region, n=1000, seed=2, method=method, chains=1000, warmup=40, progress=False)
+    assert oracle_inside(toy.name, toy.query_shape, model, region, rs.latents).all()
+    z = rs.latents.astype(np.float64)
+    assert stats.ks_2samp(np.linalg.norm(z - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue > P_MIN
+    for k in range(3):
+        assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
+
+
+@pytest.mark.parametrize("name,layer,affine", [("linear_relu", "1", True), ("linear_relu", "0", True),
+                                               ("inplace_relu", "1", True), ("leaky", "1", True),
+                                               ("leaky", "3", False), ("conv", "main.2", True),
+                                               ("conv", "main.5", False)])
+def test_polytope_is_found_exactly_where_the_prefix_is_affine(name, layer, affine):
+    toy = TOY[name]
+    model = toy.build()
+    query = np.random.default_rng(4).standard_normal(toy.query_shape).astype(np.float32)
+    region = GenerativeRegion(model, layer, query)
+    poly = polytope(region)
+    assert (poly is not None) == affine
+    if affine:  # the polytope reproduces the model's own membership on points near and far
+        F, g = poly
+        Z = np.vstack([query.reshape(1, -1) + 0.3 * np.random.default_rng(5).standard_normal((300, region.dim)),
+                       np.random.default_rng(6).standard_normal((300, region.dim))]).astype(np.float32)
+        margin = Z @ F.T + g
+        clear = (np.abs(margin) > 1e-4).all(1)  # not on a wall up to float rounding
+        assert np.array_equal((margin[clear] > 0).all(1), region.contains(Z[clear]))
+
+
+def test_every_sample_of_a_deep_layer_is_inside_and_reproducible():
+    toy = TOY["conv"]
+    model = toy.build()
+    query = np.random.default_rng(7).standard_normal(toy.query_shape).astype(np.float32)
+    full = GenerativeRegion(model, "main.5", query)
+    region = full.restrict(np.sort(np.argsort(-np.abs(full.query_values))[:40]))
+    saved = core.get_num_threads()
+    try:
+        core.set_num_threads(1)
+        one = sample_region(region, n=200, seed=3, warmup=10, progress=False)
+        core.set_num_threads(2)
+        torch.set_num_threads(2)
+        two = sample_region(region, n=200, seed=3, warmup=10, progress=False)
+    finally:
+        core.set_num_threads(saved)
+        torch.set_num_threads(1)
+    assert isinstance(one, RegionSamples) and one.method == "slice"
+    assert np.array_equal(one.latents, two.latents)
+    assert oracle_inside(toy.name, toy.query_shape, model, region, one.latents).all()
+    assert not np.array_equal(one.latents, sample_region(region, n=200, seed=4, warmup=10, progress=False).latents)
+    assert one.evaluations >= 200 + 10 * 64 and one.ess > 0 and np.isfinite(one.rhat)
+    assert len(np.unique(one.latents, axis=0)) > 150  # chains move (slice sampling always moves)
+
+
+def test_split_rhat_and_ess_on_known_chains():
+    rng = np.random.default_rng(0)
+    iid = rng.standard_normal((200, 8))
+    rhat, ess = split_rhat_ess(iid)
+    assert abs(rhat - 1) < 0.02 and 0.7 * 1600 < ess < 1.3 * 1600
+    shifted = iid + np.arange(8)  # chains that disagree
+    assert split_rhat_ess(shifted)[0] > 1.5
+    phi, x = 0.9, np.zeros((4000, 4))  # AR(1): ESS = N (1 - phi) / (1 + phi)
+    for t in range(1, 4000):
+        x[t] = phi * x[t - 1] + rng.standard_normal(4)
+    expected = 16000 * (1 - phi) / (1 + phi)
+    assert 0.6 * expected < split_rhat_ess(x)[1] < 1.6 * expected
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"n": 0}, ValueError, "n must"), ({"chains": 0}, ValueError, "chains"), ({"warmup": -1}, ValueError, "warmup"),
+    ({"prior": "cauchy"}, ValueError, "prior"), ({"method": "mh"}, ValueError, "method"),
+    ({"prior": "uniform", "box": (0.5, 2.0)}, ValueError, "box"), ({"seed": -1}, ValueError, "seed"),
+])
+def test_bad_arguments_fail_before_any_work(kwargs, error, message):
+    model, region, _, _ = half_space()
+    calls = []
+    region.contains = lambda Z: calls.append(1)
+    with pytest.raises(error, match=message):
+        sample_region(region, progress=False, **kwargs)
+    assert not calls
+
+
+def test_polytope_method_on_a_non_affine_layer_says_what_to_use():
+    toy = TOY["leaky"]
+    region = GenerativeRegion(toy.build(), "3", np.zeros(toy.query_shape, np.float32) + 0.1)
+    with pytest.raises(ValueError, match="method='slice'"):
+        sample_region(region, method="polytope", progress=False)
