@@ -15,6 +15,9 @@ _PUBLIC = {
     "Exploration": "exploration",
     "sample_ball": "baselines",
     "BallSamples": "baselines",
+    "sample_region": "sampling",
+    "RegionSamples": "sampling",
+    "coverage": "metrics",  # a module named coverage would shadow the function
     "load": "checkpoint",
     "save_checkpoint": "checkpoint",
     "sweep": "sweeps",  # a module named sweep would shadow the function

@@ -75,6 +75,7 @@ class Exploration:
     region: object = field(repr=False)  # kept so that `save` can generate outputs and re-check membership
     mode: str = "prior"  # "prior" (targets from the restricted prior) or "local" (box around the query)
     prior: str = "normal"
+    box: tuple = (-1.0, 1.0)  # the uniform prior's box (unused for the normal prior)
     sampler_method: object = None  # "polytope" or "slice" in prior mode
 
     @property
@@ -196,6 +197,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
                        membership_seconds=member_seconds, step=float(step),
                        radius=None if radius is None else float(radius), batch=batch, seed=seed, region=region,
                        mode="local" if local else "prior", prior=prior.kind,
+                       box=(prior.low, prior.high),
                        sampler_method=None if sampler is None else sampler.method)
 
 

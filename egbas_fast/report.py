@@ -9,6 +9,7 @@ import html
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ._files import atomic_write, check_writable
 OutputDirectoryError = _files.OutputDirectoryError  # what check_writable raises
 
 # The files `write_report` produces, in the order the page shows the pictures.
-PNG_FILES = ("query.png", "egbas.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
+PNG_FILES = ("query.png", "egbas.png", "region.png", "eps_l2.png", "eps_linf.png", "tree.png", "profile.png")
 REPORT_FILES = ("report.html",) + PNG_FILES + ("latents.npz", "summary.json")
 
 
@@ -212,6 +213,8 @@ def profile_png(shares, distances, selected_share, max_distance):
 
 # -------------------------------------------------------------------------------------------------------- page
 def _fmt(v):
+    if v is None:
+        return "–"
     if isinstance(v, float):
         return f"{v:.4g}"
     return html.escape(str(v))
@@ -243,7 +246,8 @@ def render_html(summary, pngs, query_html=""):
 
     m, e, r = summary["methods"], summary["exploration"], summary["region"]
     rows = []
-    for key, label in (("egbas", "E-GBAS (tree)"), ("eps_l2", "&epsilon;-ball L2"), ("eps_linf", "&epsilon;-ball L&infin;")):
+    for key, label in (("egbas", "E-GBAS (tree)"), ("region", "region samples"), ("eps_l2", "&epsilon;-ball L2"),
+                       ("eps_linf", "&epsilon;-ball L&infin;")):
         rate = m[key]["in_region_rate"]
         keeps = f"<td>{m[key]['keeps_query_class']:.1%}</td>" if "keeps_query_class" in m[key] else ""
         rows.append(f"<tr><td>{label}</td><td>{m[key]['n']}</td><td>{_fmt(m[key].get('eps', '–'))}</td>"
@@ -251,8 +255,17 @@ def render_html(summary, pngs, query_html=""):
                     f"{rate:.1%}</td><td>{_fmt(m[key]['diversity'])}</td>{keeps}</tr>")
     stats = [("nodes", e["nodes"]), ("proposals", e["proposals"]), ("acceptance", f"{e['acceptance']:.1%}"),
              ("of which bisection nodes", e["salvaged"]), ("seconds", e["seconds"]),
-             ("nodes / second", e["nodes_per_second"]), ("step", e["step"]), ("radius (box half-width)", e["radius"]),
-             ("seed", e["seed"])]
+             ("nodes / second", e["nodes_per_second"]),
+             ("targets", "restricted prior" if e["mode"] == "prior" else "box around the query"),
+             ("step" if e["mode"] == "local" else "check spacing", e["step"])]
+    if e["radius"] is not None:
+        stats.append(("radius (box half-width)", e["radius"]))
+    stats.append(("seed", e["seed"]))
+    cov, rs, hom = summary["coverage"], summary["region_samples"], summary["homogeneity"]
+    mixing = (f"{rs['chains']} chains of the {rs['method']} kernel, split R-hat {_fmt(rs['rhat'])}, "
+              f"{_fmt(rs['ess'])} effective samples, {_fmt(rs['evaluations_per_effective_sample'])} forwards each")
+    if not rs["well_mixed"]:
+        mixing += " <span class='bad'>(poorly mixed: the samples may not yet cover the region)</span>"
     stat_rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in stats)
     layer = html.escape(str(r["layer"]))
     title = f"E-GBAS exploration — {html.escape(str(summary.get('model') or 'model'))}, layer {layer}"
@@ -274,9 +287,19 @@ def render_html(summary, pngs, query_html=""):
  <p class="note">In-region rates are measured by re-evaluating every sample's membership (E-GBAS included).
  The &epsilon; radii are set so that the samples' mean distance from the query matches E-GBAS.
  Diversity: mean pairwise L2 distance between generated outputs. Red frames: samples outside the region.</p></div>
+ <div class="card"><h2>Coverage</h2><table>
+ <tr><td>reach</td><td>{_fmt(cov['reach'])}</td></tr><tr><td>diversity</td><td>{_fmt(cov['diversity'])}</td></tr>
+ <tr><td>spread (3 main axes)</td><td>{' / '.join(_fmt(s) for s in cov['spread'])}</td></tr></table>
+ <p class="note">The tree against samples of the generator's prior restricted to the region ({mixing}):
+ reach = how far its nodes go from the query, diversity = how much its images vary, spread = how wide it is along
+ the region's main axes, each as a share of the samples' (1 = the tree covers the whole region).</p>
+ <p class="note">Homogeneity: the output moves {_fmt(hom['eps_l2_inside'])} per unit of latent distance for
+ &epsilon;-L2 samples inside the region and {_fmt(hom['eps_l2_outside'])} for those that leak out
+ (tree {_fmt(hom['egbas'])}, region samples {_fmt(hom['region'])}).</p></div>
 </div>
 <div class="row">
  {picture("E-GBAS samples (tree nodes)", "egbas.png")}
+ {picture("Region samples (the prior restricted to the region)", "region.png")}
  {picture(f"&epsilon;-ball L2 (&epsilon; = {_fmt(m['eps_l2']['eps'])})", "eps_l2.png")}
  {picture(f"&epsilon;-ball L&infin; (&epsilon; = {_fmt(m['eps_linf']['eps'])})", "eps_linf.png")}
 </div>
@@ -303,17 +326,8 @@ def npz_bytes(**arrays):
 # ------------------------------------------------------------------------------------------ exploration -> files
 PROFILE_SHARES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 GRID = 64  # samples shown per method
-DIVERSITY_SAMPLES = 256  # samples per method used for the output diversity
+REGION_SAMPLES = 512  # samples of the restricted prior the tree is compared with
 PROFILE_RAYS = 32
-
-
-def _diversity(outputs):
-    """Mean pairwise L2 distance between the (n, ...) outputs."""
-    import torch
-
-    flat = torch.as_tensor(np.asarray(outputs.detach().cpu() if hasattr(outputs, "detach") else outputs,
-                                      np.float64)).reshape(len(outputs), -1)
-    return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
 
 
 def _unit_order(region, selection):
@@ -331,7 +345,9 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
     """Compute every picture and number of the report for Exploration `exp`, then write the files atomically.
     source: a `queries.QuerySource`; its settings card (and real.png for a real image) join the page."""
     from .baselines import matched_eps, sample_ball
+    from .metrics import OUTPUT_SAMPLES, coverage, output_change_per_distance, output_diversity
     from .region import random_directions, ray_cap
+    from .sampling import sample_region
 
     out = check_writable(out_dir)
     if n_baseline is not None:
@@ -346,14 +362,19 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
     egbas_inside = np.asarray(region.contains(z), bool)
     mean_dist = float(np.linalg.norm(z - query, axis=1).mean()) or float(exp.step)  # a lone root: use the step
 
-    # --- ε baselines at the same mean distance from the query
+    # --- the prior restricted to the region (what the tree should cover), then ε baselines at the tree's spread
     nb = n_baseline if n_baseline is not None else min(max(m, GRID), 2000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        rs = sample_region(region, n=min(nb, REGION_SAMPLES), seed=exp.seed + 1, prior=exp.prior, box=exp.box,
+                           progress=False)
     l2 = sample_ball(region, nb, eps=matched_eps(mean_dist, d, "l2"), norm="l2", seed=exp.seed)
     linf = sample_ball(region, nb, eps=matched_eps(mean_dist, d, "linf"), norm="linf", seed=exp.seed)
-    sets = {"egbas": (z, egbas_inside, None), "eps_l2": (l2.latents, l2.inside, l2.eps),
-            "eps_linf": (linf.latents, linf.inside, linf.eps)}
+    sets = {"egbas": (z, egbas_inside, None), "region": (rs.latents, np.asarray(region.contains(rs.latents), bool),
+                                                         None),
+            "eps_l2": (l2.latents, l2.inside, l2.eps), "eps_linf": (linf.latents, linf.inside, linf.eps)}
 
-    # --- pictures and diversity: outputs of DIVERSITY_SAMPLES random samples per method, the first GRID shown
+    # --- pictures and diversity: outputs of OUTPUT_SAMPLES random samples per method, the first GRID shown
     from .classifiers import ClassifierView
 
     query_output = region.generate(z[:1])
@@ -362,7 +383,7 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
             else grid_png(to_images(query_output), cols=1, cell=160)}
     methods = {}
     for key, (latents, inside, eps) in sets.items():
-        picked = rng.permutation(len(latents))[:DIVERSITY_SAMPLES]
+        picked = rng.permutation(len(latents))[:OUTPUT_SAMPLES]
         outputs = region.generate(latents[picked])
         if view is None:
             pngs[f"{key}.png"] = grid_png(to_images(outputs[:GRID]), outside=~inside[picked[:GRID]])
@@ -370,7 +391,7 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
             pngs[f"{key}.png"] = view.png(latents[picked[:GRID]], outputs[:GRID], outside=~inside[picked[:GRID]])
         methods[key] = {"n": int(len(latents)), "in_region_rate": float(inside.mean()),
                         "mean_distance": float(np.linalg.norm(latents - query, axis=1).mean()),
-                        "diversity": _diversity(outputs)}
+                        "diversity": output_diversity(outputs)}
         if eps is not None:
             methods[key]["eps"] = float(eps)
         if view is not None:
@@ -378,6 +399,13 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
     if view is not None:
         summary_classifier = {"query_class": view.query_class,
                               "query_confidence": float(view.predictions(query_output)[1][0])}
+    cov = coverage(region, z, rs.latents, seed=exp.seed)
+    # the paper's homogeneity claim, measured: output change per unit of latent distance inside vs leaking out
+    per = {"egbas": output_change_per_distance(region, z, query_output[0], exp.seed),
+           "region": output_change_per_distance(region, rs.latents, query_output[0], exp.seed)}
+    for key, s in (("eps_l2", l2), ("eps_linf", linf)):
+        per[f"{key}_inside"] = output_change_per_distance(region, s.latents[s.inside], query_output[0], exp.seed)
+        per[f"{key}_outside"] = output_change_per_distance(region, s.latents[~s.inside], query_output[0], exp.seed)
     pngs["tree.png"] = tree_png(z, exp.parents)
     if d == 2 and view is None and query_output.dim() == 4:  # a 2-D latent: the decoded plane, region marked
         from .manifold import manifold_png
@@ -402,8 +430,13 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
                         "salvaged": int(exp.salvaged), "acceptance": float(exp.acceptance),
                         "seconds": float(exp.seconds), "membership_seconds": float(exp.membership_seconds),
                         "nodes_per_second": float(exp.nodes_per_second), "step": float(exp.step),
-                        "radius": float(exp.radius), "batch": int(exp.batch), "seed": int(exp.seed)},
+                        "radius": None if exp.radius is None else float(exp.radius), "batch": int(exp.batch),
+                        "seed": int(exp.seed), "mode": exp.mode, "prior": exp.prior,
+                        "sampler": exp.sampler_method},
         "methods": methods,
+        "region_samples": {**rs.diagnostics(), "warning": str(caught[-1].message) if caught else None},
+        "coverage": cov.as_dict(),
+        "homogeneity": {k: (None if not math.isfinite(v) else v) for k, v in per.items()},
         "profile": {"shares": [float(s) for s in shares], "median_distance": np.median(prof, axis=1).tolist(),
                     "ray_cap": float(cap)},
     }
@@ -417,7 +450,7 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
     files = {name_: pngs[name_] for name_ in PNG_FILES}
     files.update({name_: pngs[name_] for name_ in ("real.png", "manifold.png") if name_ in pngs})
     files["latents.npz"] = npz_bytes(latents=z, parents=exp.parents, units=np.asarray(region.units, np.int64),
-                                     eps_l2_latents=l2.latents, eps_l2_inside=l2.inside,
+                                     region_latents=rs.latents, eps_l2_latents=l2.latents, eps_l2_inside=l2.inside,
                                      eps_linf_latents=linf.latents, eps_linf_inside=linf.inside)
     files["summary.json"] = summary_json(summary)
     files["report.html"] = render_html(summary, pngs, source.html(pngs) if source is not None else "").encode("utf-8")

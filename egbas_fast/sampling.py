@@ -316,9 +316,13 @@ class RegionSamples:
 
     def diagnostics(self):
         """The numbers a report or a sweep row records."""
+        def finite(v):  # JSON has no NaN / inf
+            return float(v) if math.isfinite(v) else None
+
         return {"method": self.method, "prior": self.prior.kind, "chains": self.chains, "warmup": self.warmup,
-                "draws": self.draws, "evaluations": self.evaluations, "rhat": self.rhat, "ess": self.ess,
-                "evaluations_per_effective_sample": self.evaluations_per_effective_sample,
+                "draws": self.draws, "evaluations": self.evaluations, "rhat": finite(self.rhat),
+                "ess": finite(self.ess),
+                "evaluations_per_effective_sample": finite(self.evaluations_per_effective_sample),
                 "well_mixed": self.well_mixed, "seconds": self.seconds}
 
 
@@ -333,7 +337,7 @@ def sample_region(region, n=500, *, seed=0, prior="normal", box=(-1.0, 1.0), cha
     """n latents of the prior restricted to `region` (see the module docstring), every one evaluated inside.
 
     prior: "normal" (N(0, I), default) or "uniform" on `box` = (low, high) per coordinate. chains: Markov chains
-    advanced together (default min(n, 64)); warmup: draws per chain discarded first (default 20 for the exact
+    advanced together (default n/8, at most 64: enough draws per chain to measure mixing); warmup: draws per chain discarded first (default 20 for the exact
     polytope kernel, 100 for the slice kernels); method: "auto", "polytope" (affine prefixes only) or "slice".
     Same seed -> same samples. A RuntimeWarning says when the measured mixing is poor (split R-hat > 1.1 or
     fewer than n/10 effective samples): raise warmup, or use more chains.
@@ -341,7 +345,7 @@ def sample_region(region, n=500, *, seed=0, prior="normal", box=(-1.0, 1.0), cha
     check_region(region)
     n = positive_int(n, "n")
     seed = check_seed(seed)
-    chains = min(n, 64) if chains is None else positive_int(chains, "chains")
+    chains = max(1, min(64, n // 8)) if chains is None else positive_int(chains, "chains")  # >= 8 draws each
     if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     t0 = time.perf_counter()

@@ -123,7 +123,7 @@ def _figures(model, task):
     from .baselines import matched_eps, sample_ball
     from .exploration import N_RAYS, explore
     from .region import random_directions, ray_cap
-    from .report import _diversity
+    from .metrics import output_diversity as _diversity
     from .selection import select_boundaries
 
     seed, n = task["seed"], task["n"]

@@ -77,6 +77,21 @@ def test_summary_numbers_are_measured(conv_exploration, saved):
             out = model(torch.tensor(z).reshape(len(z), 6, 1, 1)).reshape(len(z), -1).double().numpy()
         dist = np.sqrt(((out[:, None] - out[None]) ** 2).sum(-1))
         assert m[key]["diversity"] == pytest.approx(dist[np.triu_indices(len(z), 1)].mean(), rel=1e-5)
+    # region samples: all inside by the oracle; coverage figures recomputed from the saved latents
+    zr = data["region_latents"]
+    assert oracle_inside("conv", (6, 1, 1), model, res.region, zr).all() and m["region"]["in_region_rate"] == 1.0
+    cov = summary["coverage"]
+    reach = np.linalg.norm(res.latents - query, axis=1).mean() / np.linalg.norm(zr - query, axis=1).mean()
+    assert cov["reach"] == pytest.approx(reach, rel=1e-5) and len(cov["spread"]) == 3
+    with torch.no_grad():
+        outs = [model(torch.tensor(z).reshape(len(z), 6, 1, 1)).reshape(len(z), -1).double() for z in (res.latents, zr)]
+    assert cov["diversity"] == pytest.approx(float(torch.pdist(outs[0]).mean() / torch.pdist(outs[1]).mean()),
+                                             rel=1e-5)
+    rs = summary["region_samples"]
+    assert rs["method"] == "polytope" and rs["evaluations"] >= len(zr) and rs["ess"] > 0  # main.2: an affine prefix
+    hom = summary["homogeneity"]
+    assert set(hom) == {"egbas", "region", "eps_l2_inside", "eps_l2_outside", "eps_linf_inside", "eps_linf_outside"}
+    assert all(v is None or v >= 0 for v in hom.values())
     shares = summary["profile"]["shares"]
     assert shares == sorted(shares) and 40 / res.region.n_units in shares
     assert np.all(np.diff(summary["profile"]["median_distance"]) <= 1e-12)  # more boundaries, never a larger region
