@@ -59,10 +59,7 @@ def explore_model(model, layer, out, keep=DEMO_KEEP, n=DEMO_NODES, query_seed=0,
 
     source = prior_query(model, query_seed) if source is None else source
     selection = select_boundaries(model, layer, source.query, keep=keep, seed=seed)
-    region = selection.region()
-    if getattr(model, "egbas_config", {}).get("model") == "classifier":
-        region.bounds = (-1.0, 1.0)  # the region lives in pixel space: samples stay valid images
-    result = explore(region, n=n, seed=seed, progress=progress)
+    result = explore(selection.region(), n=n, seed=seed, progress=progress)  # a classifier's stays in its pixels' box
     print(f"explored {layer}: {len(selection.units)} essential boundaries, {result.accepted} nodes in "
           f"{result.seconds:.1f} s ({result.acceptance:.0%} of proposals accepted); writing the report")
     source.settings.update({"layer": layer, "keep": keep, "units": int(len(selection.units)),

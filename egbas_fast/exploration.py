@@ -102,7 +102,7 @@ class Exploration:
 
 # -------------------------------------------------------------------------------------------------- algorithms
 def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None, seed=0, progress=True,
-            prior="normal", box=(-1.0, 1.0)):
+            prior=None, box=(-1.0, 1.0)):
     """Grow a tree of up to `n` nodes (query included) inside `region` (see the module docstring).
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
@@ -131,7 +131,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         radius = positive_real(radius, "radius")
     max_proposals = PROPOSALS_PER_NODE * n if max_proposals is None else positive_int(max_proposals, "max_proposals")
     seed = check_seed(seed)
-    prior = as_prior(prior, box)
+    prior = as_prior(prior, box, region)
 
     t0 = time.perf_counter()
     member_seconds = 0.0

@@ -32,6 +32,16 @@ def _all_finite(x):
     return bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else bool(np.isfinite(x).all())
 
 
+def input_bounds(model):
+    """(lo, hi) of a model whose input is an image rather than a latent: `egbas_config["input_bounds"]` if set,
+    (-1, 1) for our classifiers (trained on pixels in [-1, 1]), else None (a latent: the prior decides)."""
+    config = getattr(model, "egbas_config", None) or {}
+    if config.get("input_bounds") is not None:
+        lo, hi = (float(v) for v in config["input_bounds"])
+        return lo, hi
+    return (-1.0, 1.0) if config.get("model") == "classifier" else None
+
+
 class GenerativeRegion:
     """Latents z whose selected units at `layer` have the same on/off state (value > threshold) as at `query`.
 
@@ -46,7 +56,9 @@ class GenerativeRegion:
     depend on the batch size).
     """
 
-    bounds = None  # (lo, hi): the valid box of the input (a classifier's pixels); explorers keep samples inside it
+    # (lo, hi): the valid box of the input, where the input is an image (a classifier's pixels, a restorer's);
+    # explorers and samplers keep every latent inside it. Read from the model (see `input_bounds`); settable.
+    bounds = None
 
     def __init__(self, model, layer, query, units=None, threshold=0.0, batch_size=512):
         self._module = get_layer(model, layer)  # validates model and layer
@@ -82,6 +94,7 @@ class GenerativeRegion:
         self.query_values.setflags(write=False)
         self.n_units = int(self.query_values.size)
         self._set_units(units)
+        self.bounds = input_bounds(model)
 
     # ---- units -------------------------------------------------------------------------------------------
     def _set_units(self, units):

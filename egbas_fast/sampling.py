@@ -54,21 +54,35 @@ class Prior:
     high: float = 1.0
 
 
-def as_prior(prior, box=(-1.0, 1.0)):
-    """'normal' | 'uniform' | Prior -> Prior; box = (low, high) of the uniform prior."""
+def as_prior(prior=None, box=(-1.0, 1.0), region=None):
+    """'normal' | 'uniform' | Prior | None -> Prior; box = (low, high) of the uniform prior.
+
+    None: the region's own prior: uniform on `region.bounds` where the region has bounds (a classifier's or an
+    image model's valid pixel box, where N(0, I) would leave the valid images), else N(0, I). A prior that leaves
+    the region's bounds is refused.
+    """
+    bounds = getattr(region, "bounds", None)
+    if prior is None:
+        prior, box = ("normal", box) if bounds is None else ("uniform", bounds)
     if isinstance(prior, Prior):
-        return prior
-    if prior == "normal":
-        return Prior("normal")
-    if prior == "uniform":
+        out = prior
+    elif prior == "normal":
+        out = Prior("normal")
+    elif prior == "uniform":
         try:
             low, high = (float(v) for v in box)
         except (TypeError, ValueError):
             raise TypeError(f"box must be a pair (low, high) of numbers, got {box!r}") from None
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"box must be finite with low < high, got {box!r}")
-        return Prior("uniform", low, high)
-    raise ValueError(f"prior must be 'normal' or 'uniform', got {prior!r}")
+        out = Prior("uniform", low, high)
+    else:
+        raise ValueError(f"prior must be 'normal', 'uniform' or None (the region's own), got {prior!r}")
+    if bounds is not None and (out.kind == "normal" or out.low < bounds[0] or out.high > bounds[1]):
+        raise ValueError(f"the region's inputs are bounded to {tuple(bounds)} (valid pixels), so its prior must stay "
+                         f"inside: leave prior=None (uniform on the bounds) or pass prior='uniform' with a box inside "
+                         f"them, got {out}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ affine regions
@@ -162,8 +176,8 @@ def _chord(F, g, z, u, low=-np.inf, high=np.inf):
     m, w = _rows_dot(z, F) + g, _rows_dot(u, F)  # (c, k)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = -m / w
-    lo = np.where(w > 0, r, -np.inf).max(1)
-    hi = np.where(w < 0, r, np.inf).min(1)
+    lo = np.where(w > 0, r, -np.inf).max(1, initial=-np.inf)  # initial: no walls (k = 0) -> unbounded
+    hi = np.where(w < 0, r, np.inf).min(1, initial=np.inf)
     if np.isfinite(low):
         with np.errstate(divide="ignore", invalid="ignore"):
             a, b = (low - z) / u, (high - z) / u
@@ -180,10 +194,10 @@ class RegionSampler:
     `evaluations` counts latents whose membership was evaluated (the model's prefix forwards), set-up included.
     """
 
-    def __init__(self, region, chains=64, prior="normal", box=(-1.0, 1.0), seed=0, method="auto"):
+    def __init__(self, region, chains=64, prior=None, box=(-1.0, 1.0), seed=0, method="auto"):
         check_region(region)
         self.region = region
-        self.prior = as_prior(prior, box)
+        self.prior = as_prior(prior, box, region)
         self.chains = positive_int(chains, "chains")
         self.rng = np.random.default_rng(check_seed(seed))
         if method not in ("auto", "polytope", "slice"):
@@ -332,11 +346,12 @@ def default_warmup(method):
     return 20 if method == "polytope" else 100
 
 
-def sample_region(region, n=500, *, seed=0, prior="normal", box=(-1.0, 1.0), chains=None, warmup=None,
+def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=None, warmup=None,
                   method="auto", progress=True):
     """n latents of the prior restricted to `region` (see the module docstring), every one evaluated inside.
 
-    prior: "normal" (N(0, I), default) or "uniform" on `box` = (low, high) per coordinate. chains: Markov chains
+    prior: "normal" (N(0, I)) or "uniform" on `box` = (low, high) per coordinate; None (default): uniform on the
+    region's `bounds` where it has them (a classifier's pixel box), else N(0, I). chains: Markov chains
     advanced together (default n/8, at most 64: enough draws per chain to measure mixing); warmup: draws per chain discarded first (default 20 for the exact
     polytope kernel, 100 for the slice kernels); method: "auto", "polytope" (affine prefixes only) or "slice".
     Same seed -> same samples. A RuntimeWarning says when the measured mixing is poor (split R-hat > 1.1 or

@@ -434,7 +434,8 @@ class DisplayedRestorer(torch.nn.Module):
     def __init__(self, net, query_shape):
         super().__init__()
         self.rednet = net
-        self.egbas_config = {**net.egbas_config, "input_shape": list(query_shape), "output_shape": list(query_shape)}
+        self.egbas_config = {**net.egbas_config, "input_shape": list(query_shape), "output_shape": list(query_shape),
+                             "input_bounds": [0.0, 1.0]}  # the region lives in pixel space: inputs stay images
 
     def forward(self, x):
         return self.rednet(x.reshape(x.shape[0], *self.egbas_config["input_shape"])).clamp(0, 1) * 2 - 1
@@ -447,7 +448,8 @@ def explore_query(pixels, scale, crop=EXPLORE_CROP):
     side_h, side_w = min(h, -(-crop // scale)), min(w, -(-crop // scale))
     top, left = (h - side_h) // 2, (w - side_w) // 2
     up = bicubic(pixels[top:top + side_h, left:left + side_w], (side_w * scale, side_h * scale))
-    return torch.from_numpy(luminance(up)[:crop, :crop].astype(np.float32))[None]
+    y = np.clip(luminance(up)[:crop, :crop], 0.0, 1.0)  # bicubic overshoots a little: a valid image again
+    return torch.from_numpy(y.astype(np.float32))[None]
 
 
 def run_explore_rednet(checkpoint, layer, image, out, keep=0.05, n=500, seed=0, progress=True):

@@ -150,7 +150,8 @@ def _figures(model, task):
         "median_boundary_distance": float(np.median(ray_distance)),
         "nodes": int(len(z)), "proposals": int(res.proposals), "accepted": int(res.accepted),
         "salvaged": int(res.salvaged), "acceptance": float(res.acceptance), "step": float(res.step),
-        "radius": float(res.radius), "mean_distance": mean_distance, "nodes_per_second": float(res.nodes_per_second),
+        "radius": None if res.radius is None else float(res.radius),  # None: targets from the prior, no box
+        "mean_distance": mean_distance, "nodes_per_second": float(res.nodes_per_second),
         "eps_l2": float(l2.eps), "eps_l2_in_region": l2.in_region_rate,
         "eps_linf": float(linf.eps), "eps_linf_in_region": linf.in_region_rate,
         "output_diversity": _diversity(region.generate(z[picked])),

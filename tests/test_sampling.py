@@ -25,7 +25,7 @@ def half_space(d=4, seed=0):
     with torch.no_grad():
         model[0].bias.fill_(-0.8)  # the boundary cuts the prior off-centre: a visible truncation
         model[0].weight.mul_(2.0 / model[0].weight.norm())
-    w, b = model[0].weight[0].detach().double().numpy(), float(model[0].bias)
+    w, b = model[0].weight[0].detach().double().numpy(), float(model[0].bias.detach())
     query = (1.5 * w / np.linalg.norm(w)).astype(np.float32)  # on: w.q + b = 3 - 0.8 > 0
     return model, GenerativeRegion(model, "1", query), w, b
 
@@ -175,3 +175,34 @@ def test_polytope_method_on_a_non_affine_layer_says_what_to_use():
     region = GenerativeRegion(toy.build(), "3", np.zeros(toy.query_shape, np.float32) + 0.1)
     with pytest.raises(ValueError, match="method='slice'"):
         sample_region(region, method="polytope", progress=False)
+
+
+@pytest.mark.parametrize("method", ["polytope", "slice"])
+def test_a_bounded_region_is_sampled_uniformly_on_its_bounds(method):
+    """A region with bounds (a classifier's pixel box) gets the uniform prior on them by default: every sample in
+    the box and inside, uniform there (rejection oracle); a normal prior or a box beyond the bounds is refused."""
+    model, region, w, b = half_space(d=3, seed=2)
+    region = GenerativeRegion(model, "1", np.clip(region.query, -1.4, 1.4))  # the query inside the bounds
+    region.bounds = (-1.5, 1.5)
+    rs = sample_region(region, n=1200, seed=0, method=method, chains=1200, warmup=40, progress=False)
+    z = rs.latents.astype(np.float64)
+    assert rs.prior.kind == "uniform" and (rs.prior.low, rs.prior.high) == (-1.5, 1.5)
+    assert (np.abs(z) <= 1.5).all() and ((z @ w + b) > 0).all()
+    ref = np.random.default_rng(0).uniform(-1.5, 1.5, (40000, 3))
+    ref = ref[ref @ w + b > 0][:3000]
+    for k in range(3):
+        assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
+    for prior, box in (("normal", None), ("uniform", (-2.0, 2.0))):
+        with pytest.raises(ValueError, match="bounded"):
+            sample_region(region, prior=prior, box=box, progress=False)
+
+
+def test_box_slice_without_walls_samples_the_whole_box():
+    """The box slice kernel's chord has no walls, only the box (it once crashed on k = 0)."""
+    model = _seeded(nn.Sequential(nn.Linear(2, 3), nn.ReLU()), 0)
+    region = GenerativeRegion(model, "1", np.zeros(2, np.float32))
+    region.bounds = (-1.0, 1.0)
+    region.contains = lambda Z: np.ones(len(Z), bool)  # membership everywhere: only the box limits the chord
+    rs = sample_region(region, n=2000, seed=0, method="slice", chains=2000, warmup=10, progress=False)
+    assert (np.abs(rs.latents) <= 1).all()
+    assert stats.kstest(rs.latents[:, 0], stats.uniform(-1, 2).cdf).pvalue > P_MIN
