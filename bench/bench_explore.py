@@ -12,7 +12,9 @@ explore's time spent outside the model's forward pass (first and a middle ReLU l
 nearest search scales against the forward, and explore's default acceptance on the DCGANs at every ReLU layer with keep in {1%, 5%, 10%}.
 
     python bench/bench_explore.py                  # throughput + outside-forward tables (markdown)
-    python bench/bench_explore.py --acceptance     # the acceptance table (needs the demo's MNIST DCGAN cache)
+    python bench/bench_explore.py --acceptance     # explore's default acceptance per layer and keep
+    python bench/bench_explore.py --coverage       # reach / diversity of the default tree against sample_region
+    python bench/bench_explore.py --outside 10000 100000   # time outside the forward, local and prior mode
     pytest bench/bench_explore.py --benchmark-enable -s    # the throughput runs as pytest-benchmark entries
 
 Timings depend on the machine's load: compare rows of one run only.
@@ -195,16 +197,25 @@ def throughput_table():
         sys.stdout.flush()
 
 
-def outside_forward_table(n=SIZES[-1]):
-    print("\n| layer | nodes | explore s | forward s | outside forward |")
-    print("|---|---|---|---|---|")
-    for layer in (FIRST, MIDDLE):
-        region, step, radius = face_region(layer)
-        with forward_timer() as spent:
-            run = run_explore(region, n, step, radius)
-        print(f"| {layer} | {run['nodes']} | {run['seconds']:.1f} | {spent[0]:.1f} | "
-              f"{1 - spent[0] / run['seconds']:.1%} |")
-        sys.stdout.flush()
+def outside_forward_table(sizes=(SIZES[-1],), layers=(FIRST, MIDDLE), modes=("local", "prior")):
+    """Share of explore's time outside the model's forward: local mode (same step/radius as above) and the default
+    prior mode (targets from the restricted-prior sampler, whose forwards count as forward time)."""
+    print("\n| layer | mode | nodes | explore s | forward s | outside forward |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        for layer in layers:
+            region, step, radius = face_region(layer)
+            for mode in modes:
+                with forward_timer() as spent:
+                    if mode == "local":
+                        run = run_explore(region, n, step, radius)
+                    else:
+                        t = time.perf_counter()
+                        res = explore(region, n=n, seed=0, progress=False)
+                        run = {"nodes": len(res.latents), "seconds": time.perf_counter() - t}
+                print(f"| {layer} | {mode} | {run['nodes']} | {run['seconds']:.1f} | {spent[0]:.1f} | "
+                      f"{1 - spent[0] / run['seconds']:.1%} |")
+                sys.stdout.flush()
 
 
 def scaling_table(sizes=(1_000, 10_000, 100_000), batch=256, repeats=5):
@@ -231,6 +242,34 @@ def _median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def coverage_table(n=2_000, query_seeds=(0, 1, 2), samples=500):
+    """Default explore (targets from the restricted prior) against sample_region on the same region: reach and
+    output diversity (tree / samples), spread along the samples' main axes, and the sampler's own figures."""
+    from egbas_fast.demo import mnist_dcgan
+    from egbas_fast.metrics import coverage
+    from egbas_fast.sampling import sample_region
+
+    print(f"\n| model | layer | query | units | reach | diversity | spread (3 main axes) | tree inside | explore s | "
+          f"sampler | R-hat | ESS / {samples} | forwards / eff. sample |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    faces, mnist = zoo.face_dcgan(), mnist_dcgan()
+    mnist_layers = relu_layers(mnist)
+    cases = [("faces", faces, layer, q) for layer in (FIRST, MIDDLE) for q in query_seeds]
+    cases += [("mnist", mnist, layer, 0) for layer in (mnist_layers[0], mnist_layers[len(mnist_layers) // 2])]
+    for name, model, layer, q in cases:
+        sel = select_boundaries(model, layer, query_latent(model, q), keep=KEEP, seed=0)
+        region = sel.region()
+        res = explore(region, n=n, seed=0, progress=False)
+        rs = sample_region(region, n=samples, seed=1, progress=False)
+        cov = coverage(region, res.latents, rs.latents, seed=0)
+        inside = region.contains(res.latents).mean()
+        spread = ", ".join(f"{s:.2f}" for s in cov.spread[:3])
+        print(f"| {name} | {layer} | {q} | {len(sel.units)} | {cov.reach:.2f} | {cov.diversity:.2f} | {spread} | "
+              f"{inside:.1%} | {res.seconds:.0f} | {rs.method} | {rs.rhat:.2f} | {rs.ess:.0f} | "
+              f"{rs.evaluations_per_effective_sample:.1f} |")
+        sys.stdout.flush()
 
 
 def acceptance_table(n=500):
@@ -266,6 +305,9 @@ def test_nodes_per_second(benchmark, method, n):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--acceptance", action="store_true", help="print the acceptance table instead")
+    parser.add_argument("--coverage", action="store_true", help="print the coverage table (explore vs sample_region)")
+    parser.add_argument("--outside", type=int, nargs="+", default=None, metavar="N",
+                        help="print only the outside-forward table at these tree sizes (e.g. 10000 100000)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's own); 1 avoids spin contention on a busy box")
     args = parser.parse_args(argv)
@@ -273,6 +315,10 @@ def main(argv=None):
         torch.set_num_threads(args.torch_threads)
     if args.acceptance:
         acceptance_table()
+    elif args.coverage:
+        coverage_table()
+    elif args.outside:
+        outside_forward_table(sizes=args.outside)
     else:
         throughput_table()
         outside_forward_table()

@@ -117,6 +117,8 @@ def build_parser():
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS; unset: "
                                                        "embedded process pool); needs egbas-fast[ray]")
     sweep.add_argument("--reports", action="store_true", help="also write each row's report under OUT/reports/")
+    sweep.add_argument("--coverage", action="store_true", help="also fill reach and diversity (the tree against "
+                       "samples of the restricted prior; one sampler run per row)")
     sweep.add_argument("--summary", metavar="OUT", help="write OUT/summary.html (plots of the table) and exit")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -162,7 +164,8 @@ def _run_sweep(args):
         raise ValueError(f"egbas sweep needs {', '.join(missing)} (or --summary OUT)")
     table = sweep.sweep(args.checkpoint or args.model, args.layers, args.keeps, args.queries, n=args.n,
                         out=args.out, images=args.images, seed=args.seed, workers=args.workers,
-                        address=args.address, reports=args.reports, progress=not args.quiet)
+                        address=args.address, reports=args.reports, coverage=args.coverage,
+                        progress=not args.quiet)
     failed = sum(status != "ok" for status in table.column("status").to_pylist())
     print(f"table: {args.out} ({table.num_rows} rows, {failed} failed); plots: egbas sweep --summary {args.out}")
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+REGION_SAMPLES = 512  # samples of the restricted prior a tree is compared with (report, sweep rows)
 OUTPUT_SAMPLES = 256  # latents per set whose generated outputs give a diversity
 SPREAD_AXES = 3
 

@@ -326,7 +326,6 @@ def npz_bytes(**arrays):
 # ------------------------------------------------------------------------------------------ exploration -> files
 PROFILE_SHARES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 GRID = 64  # samples shown per method
-REGION_SAMPLES = 512  # samples of the restricted prior the tree is compared with
 PROFILE_RAYS = 32
 
 
@@ -345,7 +344,7 @@ def build_report(exp, out_dir, selection=None, name=None, n_baseline=None, sourc
     """Compute every picture and number of the report for Exploration `exp`, then write the files atomically.
     source: a `queries.QuerySource`; its settings card (and real.png for a real image) join the page."""
     from .baselines import matched_eps, sample_ball
-    from .metrics import OUTPUT_SAMPLES, coverage, output_change_per_distance, output_diversity
+    from .metrics import OUTPUT_SAMPLES, REGION_SAMPLES, coverage, output_change_per_distance, output_diversity
     from .region import random_directions, ray_cap
     from .sampling import sample_region
 

@@ -25,6 +25,7 @@ import sys
 import time
 import traceback
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,15 @@ def _figures(model, task):
         "query_seconds": query_seconds, "select_seconds": select_seconds, "explore_seconds": float(res.seconds),
         "membership_seconds": float(res.membership_seconds),
     }
+    if task.get("coverage"):  # the tree against the prior restricted to the same region
+        from .metrics import REGION_SAMPLES, coverage
+        from .sampling import sample_region
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # mixing is in the row: the sampler's R-hat below
+            rs = sample_region(region, n=min(n, REGION_SAMPLES), seed=seed + 1, progress=False)
+        cov = coverage(region, z, rs.latents, seed=seed)
+        figures.update(reach=float(cov.reach), diversity=float(cov.diversity))
     if task.get("reports"):
         res.save(Path(task["reports"]) / report_name(task), selection=sel, name=task["model"])
     return figures
@@ -444,7 +454,7 @@ def _image_queries(source, model, shape, files, seed):
 
 # ---------------------------------------------------------------------------------------------- the sweep
 def sweep(model, layers, keeps=(0.05,), queries=None, n=500, out="egbas-sweep", *, images=None, seed=0,
-          workers=None, address=None, reports=False, latent_shape=None, progress=True):
+          workers=None, address=None, reports=False, coverage=False, latent_shape=None, progress=True):
     """Explore every (layer, keep, query) of `model` and write one row each to the Parquet table in `out`.
 
     model: a torch module, a checkpoint directory, or "faces" (the zoo's face DCGAN). layers: dotted names;
@@ -452,7 +462,9 @@ def sweep(model, layers, keeps=(0.05,), queries=None, n=500, out="egbas-sweep", 
     files or a list of them (each inverted through the generator with `eg.invert` in a worker; a classifier
     explores the image itself); n: tree nodes per row; seed: of inversion, selection, exploration and baselines.
     workers: embedded processes (default: the CPU count). address: a Ray cluster (default: $RAY_ADDRESS; None and
-    unset = embedded). reports: also write each row's report into out/reports/. latent_shape: the model's input
+    unset = embedded). reports: also write each row's report into out/reports/. coverage: also fill reach and
+    diversity (the tree against `sample_region` on the same region, min(n, 500) samples; costs a sampler run per
+    row; rows already in the table keep theirs). latent_shape: the model's input
     shape when it has no egbas_config. Rows already in `out` are skipped (resume). Returns the whole table
     (pyarrow.Table). Every argument and image is checked, and every layer evaluated, before any worker starts.
     """
@@ -479,7 +491,7 @@ def sweep(model, layers, keeps=(0.05,), queries=None, n=500, out="egbas-sweep", 
     out.mkdir(parents=True, exist_ok=True)
     reports_dir = str(out / "reports") if reports else None
     tasks = [{"model": source.name, "layer": layer, "keep": keep, **query, "seed": seed, "n": n,
-              "latent_shape": shape, "reports": reports_dir}
+              "latent_shape": shape, "reports": reports_dir, "coverage": bool(coverage)}
              for layer in layers for keep in keeps for query in sources]
     done = {task_key(r) for r in read_table(out).select(list(KEY)).to_pylist()}
     todo = [t for t in tasks if task_key(t) not in done]

@@ -92,6 +92,23 @@ def test_table_has_one_row_per_setting_with_the_api_figures(embedded, checkpoint
     assert pa.parquet.read_table(parts).num_rows == len(rows)
 
 
+@pytest.mark.filterwarnings("ignore:sample_region mixes poorly")
+def test_coverage_rows_are_the_api_coverage(checkpoint, tmp_path):
+    """--coverage fills reach and diversity with what eg.coverage gives against eg.sample_region (seed + 1)."""
+    import egbas_fast as eg
+
+    table = sweeps.sweep(checkpoint, ["main.5"], [0.3], [1], n=N, out=tmp_path / "cov", workers=1, coverage=True,
+                         progress=False)
+    (r,) = table.to_pylist()
+    model = eg.load(checkpoint)
+    region = eg.select_boundaries(model, "main.5", query_latent(model, 1), keep=0.3, seed=0).region()
+    res = eg.explore(region, n=N, seed=0, progress=False)
+    rs = eg.sample_region(region, n=N, seed=1, progress=False)
+    cov = eg.coverage(region, res.latents, rs.latents, seed=0)
+    assert r["status"] == "ok" and r["reach"] > 0 and r["diversity"] > 0
+    assert (r["reach"], r["diversity"]) == (pytest.approx(cov.reach, rel=1e-5), pytest.approx(cov.diversity, rel=1e-5))
+
+
 def test_rerun_skips_finished_rows_and_adds_new_ones(embedded, checkpoint, tmp_path):
     out, table = embedded
     copy = tmp_path / "copy"
