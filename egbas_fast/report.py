@@ -229,6 +229,8 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.15em;margin:.2em 0 .4em}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px 12px;background:#fafafa}
 .card img{display:block;max-width:100%}
 .wide{flex:1 1 0;min-width:300px} .wide img{width:100%;height:auto}
+.grids{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:18px;margin-top:18px}
+.grids .wide{min-width:0}
 table{border-collapse:collapse;font-size:.92em} td,th{border-bottom:1px solid #e3e3e3;padding:4px 10px;
 text-align:right} th:first-child,td:first-child{text-align:left}
 .note{color:#666;font-size:.85em;max-width:520px}
@@ -297,7 +299,7 @@ def render_html(summary, pngs, query_html=""):
  &epsilon;-L2 samples inside the region and {_fmt(hom['eps_l2_outside'])} for those that leak out
  (tree {_fmt(hom['egbas'])}, region samples {_fmt(hom['region'])}).</p></div>
 </div>
-<div class="row">
+<div class="grids">
  {picture("E-GBAS samples (tree nodes)", "egbas.png")}
  {picture("Region samples (the prior restricted to the region)", "region.png")}
  {picture(f"&epsilon;-ball L2 (&epsilon; = {_fmt(m['eps_l2']['eps'])})", "eps_l2.png")}
