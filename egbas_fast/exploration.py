@@ -31,6 +31,7 @@ N_RAYS = 64  # rays from the query used to derive the default step and radius
 STEP_FRACTION = 0.5  # default step = this * median ray distance r from the query to the boundary
 RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the tree is pulled to the boundary
 MAX_CHECKS = 8  # most points evaluated on one extension (prior mode): longer segments are checked more coarsely
+TARGET_CHAINS = 64  # restricted-prior chains that supply the targets (prior mode), advanced together
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
@@ -154,7 +155,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     sampler = None
     if not local:
         t = time.perf_counter()
-        sampler = RegionSampler(region, chains=min(n, 64), prior=prior, seed=seed)
+        sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
         for _ in range(default_warmup(sampler.method)):  # targets from the restricted prior, not the query's start
             sampler.step()
         member_seconds += time.perf_counter() - t

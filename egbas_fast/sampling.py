@@ -38,6 +38,7 @@ RHAT_WARN = 1.1  # split R-hat above this: chains disagree, samples are not yet 
 ESS_WARN = 0.1  # effective sample size below this share of n: warn
 HMC_TIME = math.pi / 2  # travel time of one exact-HMC trajectory (a quarter turn: independent in a free Gaussian)
 MAX_BOUNCES = 2000  # a trajectory still bouncing after this many walls is rejected (the chain stays put)
+RESYNC_BOUNCES = 16  # the walls' values are recomputed from the positions this often along a trajectory
 # Activations whose output is > 0 exactly where their input is > 0: their input is the pre-activation whose
 # signs define the region, and may be affine in z where the output is not.
 _SIGN_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
@@ -132,39 +133,50 @@ def _rows_dot(x, F):
     return np.einsum("cd,kd->ck", x, F)
 
 
-def _hmc_trajectory(F, g, z, v, travel=HMC_TIME):
+def _hmc_trajectory(F, g, z, v, travel=HMC_TIME, gram=None):
     """Exact HMC for N(0, I) truncated to {F z + g > 0}: (c, d) positions and velocities -> (end points, ok).
 
-    The free motion is x(t) = z cos t + v sin t; wall i (value a cos t + b sin t + g_i) is left at
-    t = atan2(b, a) + arccos(-g_i / hypot(a, b)) when that exists; the velocity is reflected at the earliest wall.
+    The free motion is x(t) = z cos t + v sin t; wall i (value a cos t + b sin t + g_i, with a = F z, b = F v) is
+    left at t = atan2(b, a) + arccos(-g_i / hypot(a, b)) when that exists; the velocity is reflected at the
+    earliest wall. a and b move with the particle (a rotation, and a reflection adds a column of the Gram matrix
+    F F^T), so a bounce costs O(k + d) per chain instead of O(k d); they are recomputed from z, v every
+    RESYNC_BOUNCES bounces so that rounding cannot drift.
     """
     z, v = z.copy(), v.copy()
+    gram = F @ F.T if gram is None else gram  # (k, k)
+    fnorm2 = np.diag(gram)
+    a, b = _rows_dot(z, F), _rows_dot(v, F)  # (c, k)
     left = np.full(len(z), travel)
     done = np.zeros(len(z), bool)
     ok = np.ones(len(z), bool)
-    fnorm2 = (F * F).sum(1)
-    for _ in range(MAX_BOUNCES):
+    for bounce in range(MAX_BOUNCES):
         act = np.flatnonzero(~done)
         if not act.size:
             break
-        a, b = _rows_dot(z[act], F), _rows_dot(v[act], F)  # (c, k)
-        rho = np.hypot(a, b)
+        if bounce and bounce % RESYNC_BOUNCES == 0:
+            a[act], b[act] = _rows_dot(z[act], F), _rows_dot(v[act], F)
+        aa, bb = a[act], b[act]
+        rho = np.hypot(aa, bb)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = -g / rho
-            t = np.mod(np.arctan2(b, a) + np.arccos(np.clip(ratio, -1.0, 1.0)), 2 * math.pi)
+            t = np.mod(np.arctan2(bb, aa) + np.arccos(np.clip(ratio, -1.0, 1.0)), 2 * math.pi)
         t[~(np.abs(ratio) < 1.0)] = np.inf  # the wall's value never reaches 0 on this ellipse
         t[t < 1e-10] = np.inf  # the wall just reflected off (the particle sits on it, moving inward)
         wall = t.argmin(1)
         hit = t[np.arange(len(act)), wall]
         free = hit >= left[act]
         tt = np.where(free, left[act], hit)[:, None]
+        cos, sin = np.cos(tt), np.sin(tt)
         za, va = z[act], v[act]
-        z[act] = za * np.cos(tt) + va * np.sin(tt)
-        vel = -za * np.sin(tt) + va * np.cos(tt)
-        f = F[wall]  # (c, d)
-        bounce = ~free
-        vel[bounce] -= (2.0 * (vel[bounce] * f[bounce]).sum(1) / fnorm2[wall[bounce]])[:, None] * f[bounce]
-        v[act] = vel
+        z[act] = za * cos + va * sin
+        vel = va * cos - za * sin
+        aa, bb = aa * cos + bb * sin, bb * cos - aa * sin
+        rows = np.flatnonzero(~free)  # reflect v off wall w: v -= 2 (v . f_w) / |f_w|^2 f_w, and b = F v with it
+        w = wall[rows]
+        coef = 2.0 * bb[rows, w] / fnorm2[w]  # (v . f_w) is b_w
+        vel[rows] -= coef[:, None] * F[w]
+        bb[rows] -= coef[:, None] * gram[w]
+        v[act], a[act], b[act] = vel, aa, bb
         left[act] -= tt[:, 0]
         done[act[free]] = True
     ok[~done] = False
@@ -206,12 +218,13 @@ class RegionSampler:
         if self.prior.kind == "uniform" and not ((q >= self.prior.low) & (q <= self.prior.high)).all():
             raise ValueError(f"the query lies outside the prior's box [{self.prior.low}, {self.prior.high}]^d")
         self.evaluations = 0
-        self.F = self.g = None
+        self.F = self.g = self.gram = None
         if method != "slice" and hasattr(region, "_module"):
             poly = polytope(region, seed=seed)
             self.evaluations += region.dim + 1 + 16
             if poly is not None:
                 self.F, self.g = poly
+                self.gram = self.F @ self.F.T  # (k, k): how a reflection off one wall moves the others
         if method == "polytope" and self.F is None:
             raise ValueError(f"method='polytope': the prefix up to layer {getattr(region, 'layer', '?')!r} is not "
                              "affine in the latent; use method='slice' (or 'auto')")
@@ -227,7 +240,7 @@ class RegionSampler:
         C, d = self.z.shape
         if self.method == "polytope":
             if self.prior.kind == "normal":
-                prop, ok = _hmc_trajectory(self.F, self.g, self.z, self.rng.standard_normal((C, d)))
+                prop, ok = _hmc_trajectory(self.F, self.g, self.z, self.rng.standard_normal((C, d)), gram=self.gram)
             else:
                 u = self.rng.standard_normal((C, d))
                 lo, hi = _chord(self.F, self.g, self.z, u, self.prior.low, self.prior.high)
