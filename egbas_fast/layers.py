@@ -76,6 +76,18 @@ def evaluating(model):
             m.training = flag
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One torch intra-op thread inside the block: for small-batch work that gains nothing from more (on 2 busy
+    cores two threads ran 2.7x slower than one), and so that float sums do not depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _flat_output(name, output):
     if not isinstance(output, torch.Tensor):
         raise LayerOutputError(f"layer {name!r} returns {type(output).__name__}; its output must be a single tensor")
@@ -125,6 +137,37 @@ def prefix_output(model, module, name, x, eval_mode=True, capture="output"):
                            f"path from the input to the output")
     out = captured[0]
     return out.reshape(out.shape[0], -1)  # (B, units)
+
+
+def prefix_output_replacing(model, module, name, x, source, value, capture="output"):
+    """`prefix_output` with the output of the earlier module `source` replaced by `value` (same shape), with grad:
+    the result is not detached, so gradients flow back to `value`. The caller chooses the mode."""
+    captured = []
+
+    def replace(_module, _inputs, _output):
+        return value
+
+    def hook(_module, inputs, output):
+        captured.append(_flat_output(name, inputs[0] if capture == "input" else output))
+        raise _StopForward
+
+    handles = [source.register_forward_hook(replace)]
+    if capture == "input":
+        handles.append(module.register_forward_pre_hook(lambda m, inputs: hook(m, inputs, None)))
+    else:
+        handles.append(module.register_forward_hook(hook))
+    try:
+        try:
+            model(x)
+        except _StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    if not captured:
+        raise LayerNotReached(f"layer {name!r} never ran after the replaced module in the model's forward pass")
+    out = captured[0]
+    return out.reshape(out.shape[0], -1)
 
 
 def masked_forward(model, layer, x, mask):

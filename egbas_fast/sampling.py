@@ -21,6 +21,7 @@ Two kernels, chosen automatically (`method="auto"`):
 Mixing is measured, not assumed: split R-hat and the effective sample size (Geyer's initial positive sequence over
 all chains, as Stan computes them) of the distance from the query and of projections on fixed random directions.
 """
+import copy
 import math
 import time
 import warnings
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ._checks import positive_int
@@ -37,6 +39,7 @@ from .region import check_region
 RHAT_WARN = 1.1  # split R-hat above this: chains disagree, samples are not yet from the restricted prior
 ESS_WARN = 0.1  # effective sample size below this share of n: warn
 HMC_TIME = math.pi / 2  # travel time of one exact-HMC trajectory (a quarter turn: independent in a free Gaussian)
+METHODS = ("auto", "polytope", "piecewise", "slice")
 MAX_BOUNCES = 2000  # a trajectory still bouncing after this many walls is rejected (the chain stays put)
 RESYNC_BOUNCES = 16  # the walls' values are recomputed from the positions this often along a trajectory
 # Activations whose output is > 0 exactly where their input is > 0: their input is the pre-activation whose
@@ -87,6 +90,32 @@ def as_prior(prior=None, box=(-1.0, 1.0), region=None):
 
 
 # ------------------------------------------------------------------------------------------ affine regions
+def _sign_spec(region):
+    """(capture, shift): the region's sign-deciding values are the layer's `capture` ("input" for a
+    sign-preserving activation at threshold 0, else "output") minus `shift`; None where no affine case can apply."""
+    module = region._module
+    if isinstance(module, nn.LeakyReLU) and module.negative_slope <= 0:
+        return None
+    use_input = isinstance(module, _SIGN_PRESERVING) and region.threshold == 0.0
+    return ("input", 0.0) if use_input else ("output", region.threshold)
+
+
+def _affine_fit(values, q, n_checks, seed):
+    """values: (n, d) float64 -> (n, m) float64. (A (d, m), c (m,), values(q)) with values(z) = z A + c, read at q
+    and q + e_j (d + 1 points) and checked at `n_checks` prior samples and points near q; None where not affine."""
+    d = len(q)
+    V = values(np.vstack([q, q + np.eye(d)]))  # (d+1, m)
+    A = V[1:] - V[0]  # (d, m): the column of unit i is its gradient
+    c = V[0] - q @ A
+    rng = np.random.default_rng(seed)
+    Z = np.vstack([rng.standard_normal((n_checks // 2, d)), q + 0.5 * rng.standard_normal((n_checks // 2, d))])
+    got, predicted = values(Z), Z @ A + c
+    scale = np.abs(got).max() + np.abs(A).sum(0).max() + 1e-6
+    if not np.abs(got - predicted).max() <= 1e-4 * scale:  # float32 forwards agree to ~1e-6 of the scale
+        return None
+    return A, c, V[0]
+
+
 def polytope(region, n_checks=16, seed=0):
     """(F, g) float64 with the region = {z : F z + g > 0} (rows: the selected units, signed as at the query),
     or None where the values that decide the units' signs are not affine in z (checked on random points).
@@ -95,35 +124,31 @@ def polytope(region, n_checks=16, seed=0):
     else the layer's output minus the threshold. They are read at the query and at the query + e_j (d + 1
     forwards), then compared with the affine prediction at `n_checks` prior samples and points near the query.
     """
-    from .layers import evaluating, prefix_output
+    from .layers import evaluating, one_thread, prefix_output
 
-    module = region._module
-    if isinstance(module, nn.LeakyReLU) and module.negative_slope <= 0:
+    spec = _sign_spec(region)
+    if spec is None:
         return None
-    use_input = isinstance(module, _SIGN_PRESERVING) and region.threshold == 0.0
-    shift = 0.0 if use_input else region.threshold
+    capture, shift = spec
+    module = region._module
     units = torch.tensor(np.asarray(region.units))  # a copy: the units array is read-only
 
     def values(Z):  # (n, d) float64 -> (n, k) float64 sign-deciding values of the selected units
         with evaluating(region.model):
             out = prefix_output(region.model, module, region.layer, region._to_model(torch.from_numpy(Z)),
-                                eval_mode=False, capture="input" if use_input else "output")
+                                eval_mode=False, capture=capture)
         return out.index_select(1, units.to(out.device)).double().cpu().numpy() - shift
 
-    d, q = region.dim, region.query.astype(np.float64)
+    q = region.query.astype(np.float64)
     try:
-        V = values(np.vstack([q, q + np.eye(d)]))  # (d+1, k)
+        with one_thread():  # the fitted coefficients feed every trajectory: no thread-count dependent rounding
+            fit = _affine_fit(values, q, n_checks, seed)
     except Exception:  # a module whose input is not one tensor, etc.: not our affine case
         return None
-    A = V[1:] - V[0]  # (d, k): the column of unit i is its gradient
-    c = V[0] - q @ A  # (k,)
-    rng = np.random.default_rng(seed)
-    Z = np.vstack([rng.standard_normal((n_checks // 2, d)), q + 0.5 * rng.standard_normal((n_checks // 2, d))])
-    got, predicted = values(Z), Z @ A + c
-    scale = np.abs(got).max() + np.abs(A).sum(0).max() + 1e-6
-    if not np.abs(got - predicted).max() <= 1e-4 * scale:  # float32 forwards agree to ~1e-6 of the scale
+    if fit is None:
         return None
-    s = np.where(V[0] > 0, 1.0, -1.0)  # on at the query: F z + g > 0 keeps it on; off: keeps it off
+    A, c, V0 = fit
+    s = np.where(V0 > 0, 1.0, -1.0)  # on at the query: F z + g > 0 keeps it on; off: keeps it off
     return np.ascontiguousarray((A * s).T), c * s
 
 
@@ -198,6 +223,228 @@ def _chord(F, g, z, u, low=-np.inf, high=np.inf):
     return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
 
 
+# ------------------------------------------------------------------------------ piecewise-affine regions
+_PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU)  # two affine pieces each: slope 1 above 0, `slope` below
+MAX_JACOBIAN = 4e7  # selected units x hidden units stored as float64 (320 MB): above it, fall back to slice
+
+
+@dataclass
+class PiecewiseAffine:
+    """The region {z : L act(A z + c) + e > 0}: one hidden piecewise-linear activation act (ReLU: slope 0 below
+    zero, LeakyReLU: its negative slope) between two affine maps. Rows of L and e are signed as at the query."""
+
+    A: np.ndarray  # (m, d) hidden pre-activations from z
+    c: np.ndarray  # (m,)
+    slope: float  # act(p) = p for p > 0, slope * p otherwise
+    L: np.ndarray  # (k, m) the selected units' sign-deciding values from the hidden activations
+    e: np.ndarray  # (k,)
+
+    @property
+    def LT(self):  # (m, k) C-contiguous: a hidden unit's column of L is one row (gathered per switch)
+        if getattr(self, "_LT", None) is None or self._LT.shape[::-1] != self.L.shape:
+            self._LT = np.ascontiguousarray(self.L.T)
+        return self._LT
+
+    def values(self, Z):
+        """(n, d) -> (n, k) signed sign-deciding values (> 0 inside)."""
+        P = Z @ self.A.T + self.c
+        return np.where(P > 0, P, self.slope * P) @ self.L.T + self.e
+
+
+def _first_activation(region):
+    """(name, module, per-sample shape) of the first ReLU / LeakyReLU (negative slope >= 0) that runs before the
+    layer on the query's forward, or None (none, or one called more than once)."""
+    from .layers import prefix_output
+
+    names = {m: n for n, m in region.model.named_modules()}
+    order, handles = [], []
+    for module, name in names.items():
+        if isinstance(module, _PIECEWISE_LINEAR) and module is not region._module:
+            handles.append(module.register_forward_pre_hook(lambda m, inputs: order.append((m, inputs[0].shape))))
+    try:
+        prefix_output(region.model, region._module, region.layer, region._to_model(region._query_t[None]),
+                      capture="input")
+    finally:
+        for h in handles:
+            h.remove()
+    if not order or [m for m, _ in order].count(order[0][0]) > 1:
+        return None
+    module, shape = order[0]
+    if isinstance(module, nn.LeakyReLU) and not module.negative_slope >= 0:
+        return None
+    return names[module], module, tuple(shape[1:])
+
+
+def piecewise_affine(region, n_checks=16, seed=0):
+    """`PiecewiseAffine` of the region, or None where the prefix is not affine -> ReLU -> affine in z.
+
+    A, c: the hidden activation's input read at the query and query + e_j (d + 1 forwards) and checked on random
+    points; L: the Jacobian of the selected units' sign-deciding values with respect to the hidden activation's
+    output (one batched forward and backward with k rows); then the whole composition is checked against the
+    model's own values at `n_checks` prior samples and points near the query. Also returns the forwards spent.
+    """
+    from .layers import evaluating, one_thread, prefix_output, prefix_output_replacing
+
+    spec = _sign_spec(region)
+    if spec is None:
+        return None, 0
+    capture, shift = spec
+    found = _first_activation(region)
+    if found is None:
+        return None, 1
+    mid_name, mid, mid_shape = found
+    model, d, k = region.model, region.dim, len(region.units)
+    q = region.query.astype(np.float64)
+    slope = float(mid.negative_slope) if isinstance(mid, nn.LeakyReLU) else 0.0
+    units = torch.tensor(np.asarray(region.units))
+
+    with evaluating(model), one_thread():  # no thread-count dependent rounding in the coefficients
+        def hidden(Z):  # (n, d) -> (n, m) the hidden activation's input
+            return prefix_output(model, mid, mid_name, region._to_model(torch.from_numpy(Z)), eval_mode=False,
+                                 capture="input").double().cpu().numpy()
+
+        def values(Z):
+            out = prefix_output(model, region._module, region.layer, region._to_model(torch.from_numpy(Z)),
+                                eval_mode=False, capture=capture)
+            return out.index_select(1, units.to(out.device)).double().cpu().numpy() - shift
+
+        fit = _affine_fit(hidden, q, n_checks, seed)
+        spent = 2 + d + n_checks
+        if fit is None or k * fit[0].shape[1] > MAX_JACOBIAN:
+            return None, spent
+        A, c, p0 = fit
+        m = len(c)
+        h0 = torch.from_numpy(np.where(p0 > 0, p0, slope * p0))  # the hidden output at the query
+        L = np.empty((k, m))
+        dtype, device = region._dtype, region.device
+        zq = region._to_model(region._query_t[None])
+        for start in range(0, k, 256):  # one row of the Jacobian per batch row
+            rows = units[start:start + 256]
+            x = h0.to(device, dtype).expand(len(rows), m).reshape(len(rows), *mid_shape).clone().requires_grad_()
+            out = prefix_output_replacing(model, region._module, region.layer, zq.expand(len(rows), *zq.shape[1:]),
+                                          mid, x, capture=capture)
+            out.gather(1, rows.to(out.device)[:, None]).sum().backward()
+            L[start:start + len(rows)] = x.grad.reshape(len(rows), m).double().cpu().numpy()
+        spent += 3 * k  # a forward and a backward per row: about three forwards' work
+        v0 = values(q[None])[0]  # the model's own values at the query: their signs define the region
+        e = v0 - h0.numpy() @ L.T
+        rng = np.random.default_rng(seed + 1)
+        Z = np.vstack([rng.standard_normal((n_checks // 2, d)), q + 0.5 * rng.standard_normal((n_checks // 2, d))])
+        got = values(Z)
+        spent += 1 + n_checks
+    pw = PiecewiseAffine(np.ascontiguousarray(A.T), c, slope, L, e)
+    predicted = pw.values(Z)
+    scale = np.abs(got).max() + 1e-6
+    if not np.abs(got - predicted).max() <= 1e-4 * scale:
+        return None, spent
+    s = np.where(v0 > 0, 1.0, -1.0)
+    pw.L, pw.e = pw.L * s[:, None], pw.e * s
+    return pw, spent
+
+
+def _exit_times(a, b, c):
+    """Times in [0, 2 pi) at which a cos t + b sin t + c crosses 0 downward (inside -> outside), inf where never.
+
+    With a cos t + b sin t = R cos(t - phi), the zeros are phi +- arccos(-c / R); the derivative -R sin(t - phi)
+    is negative at phi + arccos(-c / R) only: the other zero is an entry, never the exit of a particle inside."""
+    R = np.hypot(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = -c / R
+        t = np.mod(np.arctan2(b, a) + np.arccos(np.clip(ratio, -1.0, 1.0)), 2 * math.pi)
+    return np.where(np.abs(ratio) < 1.0, t, np.inf)
+
+
+class _Piece:
+    """One chain's current affine piece: the selected values are h(z) = J z + e there, J = L diag(w) A and
+    e = L (w * c) + e0 for the hidden slopes w. Moving to another piece changes J by one rank-1 term per hidden
+    unit that switched, so a chain carries its piece instead of recomputing the k x d Jacobian."""
+
+    def __init__(self, pw, w):
+        self.pw, self.w = pw, np.full(len(pw.c), pw.slope)
+        self.J = pw.slope * (pw.L @ pw.A)
+        self.e = pw.slope * (pw.L @ pw.c) + pw.e
+        self.move_to(w)
+
+    def move_to(self, w):
+        pw = self.pw
+        j = np.flatnonzero(w != self.w)
+        if j.size:
+            cols = pw.LT[j].T * (w[j] - self.w[j])  # (k, s)
+            self.J += cols @ pw.A[j]
+            self.e += cols @ pw.c[j]
+            self.w = w.copy()
+
+
+def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_block=256):
+    """Exact HMC for N(0, I) truncated to the piecewise-affine region `pw`, one chain: (d,) z, v -> (end, ok).
+
+    The free motion is z cos t + v sin t. Each hidden pre-activation p_j(t) = A_j z(t) + c_j is a sinusoid, so the
+    times where a hidden unit switches piece are closed-form; between two switches every selected value
+    h_i(t) = L_i act(p(t)) + e_i is again a sinusoid, whose coefficients change by one column of L per switch.
+    The particle passes hidden switches untouched (the potential is the same on both sides: Mohasel Afshar &
+    Domke, NeurIPS 2015) and reflects off the selected unit it leaves through, on that unit's gradient in the
+    current piece; travel and energy are exact, so the trajectory is reversible and volume-preserving.
+    `piece` (the chain's `_Piece`) is moved along.
+    """
+    A, c, LT, slope = pw.A, pw.c, pw.LT, pw.slope
+    left = travel
+    for _ in range(MAX_BOUNCES):
+        block = first_block
+        pa, pb = A @ z, A @ v
+        w = np.where(pa + c > 0, 1.0, slope)  # the hidden units' slopes at the segment's start
+        piece.move_to(w)
+        # hidden switches in (0, left): both zeros of each sinusoid (every zero is a switch)
+        R = np.hypot(pa, pb)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = -c / R
+        j = np.flatnonzero(np.abs(ratio) < 1.0)
+        phi, delta = np.arctan2(pb[j], pa[j]), np.arccos(ratio[j])
+        ts = np.concatenate([np.mod(phi - delta, 2 * math.pi), np.mod(phi + delta, 2 * math.pi)])
+        js = np.concatenate([j, j])
+        keep = (ts > 0) & (ts < left)
+        order = np.argsort(ts[keep], kind="stable")
+        ts, js = ts[keep][order], js[keep][order]
+        first = np.zeros(len(js), bool)
+        first[np.unique(js, return_index=True)[1]] = True
+        w_before = np.where(first, w[js], 1.0 + slope - w[js])
+        dw = 1.0 + slope - 2.0 * w_before  # slope change of the switching unit
+        # coefficients (cos, sin, const) of every selected value on the first piece, then one column per switch
+        H = np.stack([piece.J @ z, piece.J @ v, piece.e], 1)  # (k, 3)
+        step = np.stack([pa[js], pb[js], c[js]], 1) * dw[:, None]  # (K, 3)
+        bounds = np.concatenate([[0.0], ts, [left]])  # piece i spans bounds[i] .. bounds[i + 1]
+        hit, i0 = None, 0
+        while i0 <= len(ts) and hit is None:
+            i1 = min(i0 + block, len(ts) + 1)  # pieces i0 .. i1-1; switches i0 .. i1-2 inside the block
+            block = min(2 * block, max_block)  # most segments end within a few pieces: start small
+            inc = LT[js[i0:i1 - 1]][:, :, None] * step[i0:i1 - 1, None, :]  # (b-1, k, 3)
+            coef = H + np.concatenate([np.zeros((1,) + H.shape), np.cumsum(inc, 0)], 0)  # (b, k, 3)
+            a, b, cc = coef[..., 0], coef[..., 1], coef[..., 2]  # (b, k)
+            lo, hi = bounds[i0:i1, None], bounds[i0 + 1:i1 + 1, None]
+            # cheap screen: a value that is positive at both ends of its piece and cannot dip below 0 in between
+            # (|h''| <= |a| + |b|, so h >= min(ends) - (|a| + |b|) width^2 / 8) does not exit there
+            ends = np.minimum(a * np.cos(lo) + b * np.sin(lo), a * np.cos(hi) + b * np.sin(hi)) + cc
+            rows, cols = np.nonzero(ends <= (np.abs(a) + np.abs(b)) * (hi - lo) ** 2 / 8)
+            if rows.size:
+                t = _exit_times(a[rows, cols], b[rows, cols], cc[rows, cols])
+                t[(t < lo[rows, 0]) | (t > hi[rows, 0]) | (t <= 0)] = np.inf
+                best = int(t.argmin())
+                if np.isfinite(t[best]):
+                    hit = t[best], cols[best], i0 + rows[best]
+            if hit is None and i1 <= len(ts):
+                H = coef[-1] + LT[js[i1 - 1]][:, None] * step[i1 - 1]
+            i0 = i1
+        if hit is None:
+            return z * math.cos(left) + v * math.sin(left), True
+        tt, unit, p = hit
+        flips = np.bincount(js[:p], minlength=len(w)) % 2 == 1  # hidden units switched before the hit
+        piece.move_to(np.where(flips, 1.0 + slope - w, w))
+        z, v = z * math.cos(tt) + v * math.sin(tt), -z * math.sin(tt) + v * math.cos(tt)
+        normal = piece.J[unit]  # the gradient of the selected value on the current piece
+        v = v - 2.0 * (v @ normal) / (normal @ normal) * normal
+        left -= tt
+    return z, False
+
+
 # ------------------------------------------------------------------------------------------------- sampler
 class RegionSampler:
     """`chains` Markov chains on the prior restricted to `region`, all started at the query, advanced together.
@@ -212,14 +459,17 @@ class RegionSampler:
         self.prior = as_prior(prior, box, region)
         self.chains = positive_int(chains, "chains")
         self.rng = np.random.default_rng(check_seed(seed))
-        if method not in ("auto", "polytope", "slice"):
-            raise ValueError(f"method must be 'auto', 'polytope' or 'slice', got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+        if method == "piecewise" and self.prior.kind != "normal":
+            raise ValueError("method='piecewise' samples the normal prior; use method='slice' (or 'auto') for a "
+                             "uniform prior")
         q = np.asarray(region.query, np.float64)
         if self.prior.kind == "uniform" and not ((q >= self.prior.low) & (q <= self.prior.high)).all():
             raise ValueError(f"the query lies outside the prior's box [{self.prior.low}, {self.prior.high}]^d")
         self.evaluations = 0
-        self.F = self.g = self.gram = None
-        if method != "slice" and hasattr(region, "_module"):
+        self.F = self.g = self.gram = self.pw = self.pieces = None
+        if method in ("auto", "polytope") and hasattr(region, "_module"):
             poly = polytope(region, seed=seed)
             self.evaluations += region.dim + 1 + 16
             if poly is not None:
@@ -228,7 +478,14 @@ class RegionSampler:
         if method == "polytope" and self.F is None:
             raise ValueError(f"method='polytope': the prefix up to layer {getattr(region, 'layer', '?')!r} is not "
                              "affine in the latent; use method='slice' (or 'auto')")
-        self.method = "polytope" if self.F is not None else "slice"
+        if (method == "piecewise" or (method == "auto" and self.F is None and self.prior.kind == "normal")) \
+                and hasattr(region, "_module"):
+            self.pw, spent = piecewise_affine(region, seed=seed)
+            self.evaluations += spent
+        if method == "piecewise" and self.pw is None:
+            raise ValueError(f"method='piecewise': the prefix up to layer {getattr(region, 'layer', '?')!r} is not "
+                             "affine -> ReLU -> affine in the latent; use method='slice' (or 'auto')")
+        self.method = "polytope" if self.F is not None else "piecewise" if self.pw is not None else "slice"
         self.z = np.repeat(q[None], self.chains, 0)  # (C, d) float64
         self.moves = 0  # accepted moves (a polytope move the model rejects leaves the chain in place)
 
@@ -238,8 +495,10 @@ class RegionSampler:
 
     def step(self):
         C, d = self.z.shape
-        if self.method == "polytope":
-            if self.prior.kind == "normal":
+        if self.method in ("polytope", "piecewise"):
+            if self.method == "piecewise":
+                prop, ok = self._piecewise(self.rng.standard_normal((C, d)))
+            elif self.prior.kind == "normal":
                 prop, ok = _hmc_trajectory(self.F, self.g, self.z, self.rng.standard_normal((C, d)), gram=self.gram)
             else:
                 u = self.rng.standard_normal((C, d))
@@ -254,6 +513,16 @@ class RegionSampler:
         else:
             self._box_slice()
         return self.z.astype(np.float32)
+
+    def _piecewise(self, v):
+        # one BLAS thread: these matrix-vector products are small, and a multi-threaded BLAS competing with
+        # torch's threads was measured 50x slower on a busy 2-core machine; also keeps results thread-count free
+        with threadpool_limits(1, user_api="blas"):
+            if self.pieces is None:  # every chain starts at the query, in the query's piece
+                first = _Piece(self.pw, np.where(self.pw.A @ self.z[0] + self.pw.c > 0, 1.0, self.pw.slope))
+                self.pieces = [first] + [copy.deepcopy(first) for _ in range(len(self.z) - 1)]
+            ends = [_piecewise_trajectory(self.pw, piece, z, u) for piece, z, u in zip(self.pieces, self.z, v)]
+        return np.array([e for e, _ in ends]), np.array([ok for _, ok in ends])
 
     def _shrink(self, propose, lo, hi, t):
         """Neal's shrinkage, batched: propose(rows, t) -> points; bracket [lo, hi] shrinks toward 0 until inside."""
@@ -356,7 +625,7 @@ class RegionSamples:
 def default_warmup(method):
     """Draws per chain discarded from the query's start: exact HMC forgets it in a few trajectories; the
     membership-only slice kernels move by a boundary distance per step and need many more."""
-    return 20 if method == "polytope" else 100
+    return 20 if method in ("polytope", "piecewise") else 100
 
 
 def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=None, warmup=None,

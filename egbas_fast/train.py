@@ -6,7 +6,6 @@ VAE: negative ELBO; AE: reconstruction; classifier: cross-entropy. A checkpoint 
 epoch; `resume=True` continues from it. Every epoch reseeds torch from (seed, epoch), so a resumed run gives the
 same weights as an uninterrupted one.
 """
-import contextlib
 import math
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from . import checkpoint as ckpt
 from ._files import atomic_write, check_writable
 from . import data as datasets
 from . import models
+from .layers import one_thread
 
 _LR = {"gan": 5e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
 # Small batches for the generative models: a 5-epoch run on 5,000 images needs thousands of updates, not hundreds
@@ -144,7 +144,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     if model == "classifier" and labels is None:
         raise TrainingError(f"the classifier needs labelled data; {data_name} has no labels")
 
-    with _one_thread(), torch.random.fork_rng(devices=[]):  # fork_rng: leave the caller's global RNG as it was
+    with one_thread(), torch.random.fork_rng(devices=[]):  # fork_rng: leave the caller's global RNG as it was
         torch.manual_seed(seed)
         if state is None:
             bundle = models.build(model, images.shape[1:], latent_dim, width,
@@ -181,18 +181,6 @@ def _train_rednet(model, data, epochs, out, seed, resume, progress, batch_size, 
     out = Path(out) if out is not None else _default_out(model, f"{data}-x{scale}")
     return sr.train_rednet(out, scale=scale, epochs=epochs, seed=seed, resume=resume, progress=progress,
                            batch_size=batch_size, lr=lr, width=width, **rednet)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Train on one intra-op thread: these small-batch steps are too small to gain from more (on 2 busy cores two
-    threads ran 2.7x slower than one), and the float sums then do not depend on the machine's thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit(bundle, optimizers, images, labels, epoch, epochs, history, training, out, seed, progress):

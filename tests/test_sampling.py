@@ -9,7 +9,7 @@ from torch import nn
 
 from egbas_fast import core
 from egbas_fast.region import GenerativeRegion
-from egbas_fast.sampling import RegionSamples, polytope, sample_region, split_rhat_ess
+from egbas_fast.sampling import RegionSamples, piecewise_affine, polytope, sample_region, split_rhat_ess
 
 from .toys import TOYS, _seeded, oracle_inside
 
@@ -118,7 +118,51 @@ def test_polytope_is_found_exactly_where_the_prefix_is_affine(name, layer, affin
         assert np.array_equal((margin[clear] > 0).all(1), region.contains(Z[clear]))
 
 
-def test_every_sample_of_a_deep_layer_is_inside_and_reproducible():
+@pytest.mark.parametrize("name,layer,k,query_seed", [("leaky", "3", 6, 10), ("inplace_relu", "3", None, 10)])
+def test_piecewise_hmc_on_a_two_layer_region_matches_rejection_sampling(name, layer, k, query_seed):
+    """Affine -> (Leaky)ReLU -> affine -> layer: the region is not a polytope, so the oracle is rejection sampling
+    from N(0, I) (exact); the piecewise kernel's last states of independent chains must match it."""
+    toy = TOY[name]
+    model = toy.build()
+    query = np.random.default_rng(query_seed).standard_normal(toy.query_shape).astype(np.float32)
+    full = GenerativeRegion(model, layer, query)
+    region = full if k is None else full.restrict(np.sort(np.argsort(-np.abs(full.query_values))[:k]))
+    assert polytope(region) is None and piecewise_affine(region)[0] is not None
+    prior = np.random.default_rng(0).standard_normal((60000, region.dim)).astype(np.float32)
+    ref = prior[oracle_inside(name, toy.query_shape, model, region, prior)].astype(np.float64)
+    assert len(ref) > 3000
+    rs = sample_region(region, n=300, seed=1, chains=300, warmup=10, progress=False)
+    assert rs.method == "piecewise"
+    assert oracle_inside(name, toy.query_shape, model, region, rs.latents).all()
+    z = rs.latents.astype(np.float64)
+    assert stats.ks_2samp(np.linalg.norm(z - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue > P_MIN
+    for k in range(region.dim):
+        assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
+    # the same chains without the region's walls would not pass: the plain prior fails the distance test
+    free = np.random.default_rng(1).standard_normal((300, region.dim))
+    assert stats.ks_2samp(np.linalg.norm(free - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue < P_MIN
+
+
+def test_piecewise_affine_reproduces_the_models_membership():
+    toy = TOY["conv"]
+    model = toy.build()
+    query = np.random.default_rng(7).standard_normal(toy.query_shape).astype(np.float32)
+    region = GenerativeRegion(model, "main.5", query)
+    pw, spent = piecewise_affine(region)
+    assert spent > region.dim and pw.L.shape == (region.units.size, pw.A.shape[0])
+    Z = np.vstack([query.reshape(1, -1) + 0.3 * np.random.default_rng(5).standard_normal((300, region.dim)),
+                   np.random.default_rng(6).standard_normal((300, region.dim))])
+    h = pw.values(Z)
+    clear = (np.abs(h) > 1e-4).all(1)
+    assert clear.mean() > 0.9 and np.array_equal((h[clear] > 0).all(1), region.contains(Z[clear].astype(np.float32)))
+    # a layer two nonlinearities deep is not of this form
+    assert piecewise_affine(GenerativeRegion(model, "main.7", query))[0] is None
+    with pytest.raises(ValueError, match="method='slice'"):
+        sample_region(GenerativeRegion(model, "main.2", query), method="piecewise", progress=False)
+
+
+@pytest.mark.parametrize("method", ["piecewise", "slice"])
+def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method):
     toy = TOY["conv"]
     model = toy.build()
     query = np.random.default_rng(7).standard_normal(toy.query_shape).astype(np.float32)
@@ -127,17 +171,18 @@ def test_every_sample_of_a_deep_layer_is_inside_and_reproducible():
     saved = core.get_num_threads()
     try:
         core.set_num_threads(1)
-        one = sample_region(region, n=200, seed=3, warmup=10, progress=False)
+        one = sample_region(region, n=200, seed=3, warmup=10, method=method, progress=False)
         core.set_num_threads(2)
         torch.set_num_threads(2)
-        two = sample_region(region, n=200, seed=3, warmup=10, progress=False)
+        two = sample_region(region, n=200, seed=3, warmup=10, method=method, progress=False)
     finally:
         core.set_num_threads(saved)
         torch.set_num_threads(1)
-    assert isinstance(one, RegionSamples) and one.method == "slice"
+    assert isinstance(one, RegionSamples) and one.method == method
     assert np.array_equal(one.latents, two.latents)
     assert oracle_inside(toy.name, toy.query_shape, model, region, one.latents).all()
-    assert not np.array_equal(one.latents, sample_region(region, n=200, seed=4, warmup=10, progress=False).latents)
+    other = sample_region(region, n=200, seed=4, warmup=10, method=method, progress=False)
+    assert not np.array_equal(one.latents, other.latents)
     assert one.chains == 25 and one.evaluations >= (10 + 8) * 25 and one.ess > 0 and np.isfinite(one.rhat)
     assert len(np.unique(one.latents, axis=0)) > 150  # chains move (slice sampling always moves)
 
