@@ -107,8 +107,8 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     """Grow a tree of up to `n` nodes (query included) inside `region` (see the module docstring).
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
-    the region (`sampling.RegionSampler`, the kernel of `sample_region`; prior "normal" N(0, I) or "uniform" on
-    `box`), and each proposal extends its nearest node toward its target as far as the region allows: the
+    the region (`sampling.RegionSampler`: exact HMC where the prefix is affine, else the slice kernel, which is
+    cheap per target but mixes slowly on deep layers; prior "normal" N(0, I) or "uniform" on `box`), and each proposal extends its nearest node toward its target as far as the region allows: the
     segment is evaluated every `step` (at most MAX_CHECKS points), the node goes to the target if every point is
     inside, else to the farthest inside point before the first outside one, refined by BISECT_STEPS bisections.
     step None = r, the median ray distance from the query to the boundary.
@@ -155,7 +155,10 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     sampler = None
     if not local:
         t = time.perf_counter()
-        sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
+        try:  # exact HMC where the prefix is affine; else slice: a piecewise trajectory per target costs too much
+            sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed, method="polytope")
+        except ValueError:
+            sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed, method="slice")
         for _ in range(default_warmup(sampler.method)):  # targets from the restricted prior, not the query's start
             sampler.step()
         member_seconds += time.perf_counter() - t

@@ -4,7 +4,7 @@ Target: p(z) ∝ prior(z) · 1[z in region], prior N(0, I) (default) or uniform 
 query (inside by definition) and move together: one batched forward of the layer prefix evaluates every chain's
 proposal. Every returned latent was evaluated inside by `region.contains`.
 
-Two kernels, chosen automatically (`method="auto"`):
+Three kernels, the first that applies chosen automatically (`method="auto"`):
   * "polytope": where the prefix is affine in z (e.g. the first Linear/ConvTranspose + BatchNorm before a ReLU) the
     region is a polytope {F z + g > 0}, read off the model with d + 1 forwards and verified on random points.
     Normal prior: exact Hamiltonian Monte Carlo for truncated Gaussians (Pakman & Paninski, "Exact Hamiltonian
@@ -14,6 +14,15 @@ Two kernels, chosen automatically (`method="auto"`):
     the bouncing particle crosses one in a single trajectory. Box prior: hit-and-run with closed-form chords.
     Each end point is then evaluated by the model itself; a move the model calls outside (float rounding at a
     wall) is rejected, so the chain stays exact for the model's own region.
+  * "piecewise" (normal prior): where the prefix is affine -> ReLU/LeakyReLU -> affine (face DCGAN main.5: the
+    second ReLU) the sign-deciding values are h(z) = L act(A z + c) + e, read off the model (d + 1 forwards for
+    A, c; one batched backward for L) and verified on random points. The same exact HMC, now through a union of
+    polytopes: along the ellipse the hidden units switch at closed-form times, between switches h is a sinusoid
+    with closed-form exit times, the particle passes switches untouched and reflects off the selected units on
+    their gradient in the current piece (reflective HMC, Mohasel Afshar & Domke, NeurIPS 2015, with exact hit
+    times: no step size, no grid to miss a thin excursion). Face DCGAN main.5, keep 5%: split R-hat ~1.0 and
+    ~4 forwards per effective sample, against R-hat 12.9 and ~860 for the slice kernel (bench/bench_sampling.py);
+    in seconds a trajectory costs ~100 forwards' work (~120 reflections, thousands of hidden switches).
   * "slice" (any layer, any model; membership only): normal prior: elliptical slice sampling (Murray, Adams,
     MacKay, AISTATS 2010) with the region's indicator as likelihood: exact, no step size; box prior: slice
     sampling along a random chord of the box with Neal's shrinkage toward the current point.
@@ -388,9 +397,9 @@ def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_b
     """
     A, c, LT, slope = pw.A, pw.c, pw.LT, pw.slope
     left = travel
+    pa, pb = A @ z, A @ v  # hidden pre-activations (minus c) of the position and the velocity
     for _ in range(MAX_BOUNCES):
         block = first_block
-        pa, pb = A @ z, A @ v
         w = np.where(pa + c > 0, 1.0, slope)  # the hidden units' slopes at the segment's start
         piece.move_to(w)
         # hidden switches in (0, left): both zeros of each sinusoid (every zero is a switch)
@@ -438,9 +447,12 @@ def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_b
         tt, unit, p = hit
         flips = np.bincount(js[:p], minlength=len(w)) % 2 == 1  # hidden units switched before the hit
         piece.move_to(np.where(flips, 1.0 + slope - w, w))
-        z, v = z * math.cos(tt) + v * math.sin(tt), -z * math.sin(tt) + v * math.cos(tt)
+        cos, sin = math.cos(tt), math.sin(tt)
+        z, v = z * cos + v * sin, -z * sin + v * cos
+        pa, pb = pa * cos + pb * sin, -pa * sin + pb * cos
         normal = piece.J[unit]  # the gradient of the selected value on the current piece
-        v = v - 2.0 * (v @ normal) / (normal @ normal) * normal
+        kick = 2.0 * (v @ normal) / (normal @ normal)
+        v, pb = v - kick * normal, pb - kick * (A @ normal)
         left -= tt
     return z, False
 
@@ -624,8 +636,16 @@ class RegionSamples:
 
 def default_warmup(method):
     """Draws per chain discarded from the query's start: exact HMC forgets it in a few trajectories; the
-    membership-only slice kernels move by a boundary distance per step and need many more."""
-    return 20 if method in ("polytope", "piecewise") else 100
+    membership-only slice kernels move by a boundary distance per step and need many more. A piecewise trajectory
+    costs ~100 forwards' work (face DCGAN main.5), so it gets fewer warm-up draws: its first one already reaches
+    the region's typical distance from the query."""
+    return {"polytope": 20, "piecewise": 10}.get(method, 100)
+
+
+def default_chains(method, n):
+    """Chains advanced together: n/8 (at least 8 draws each, to measure mixing), at most 64; at most 16 for the
+    piecewise kernel, whose warm-up trajectories are expensive and whose draws are nearly independent."""
+    return max(1, min(16 if method == "piecewise" else 64, n // 8))
 
 
 def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=None, warmup=None,
@@ -634,19 +654,25 @@ def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=
 
     prior: "normal" (N(0, I)) or "uniform" on `box` = (low, high) per coordinate; None (default): uniform on the
     region's `bounds` where it has them (a classifier's pixel box), else N(0, I). chains: Markov chains
-    advanced together (default n/8, at most 64: enough draws per chain to measure mixing); warmup: draws per chain discarded first (default 20 for the exact
-    polytope kernel, 100 for the slice kernels); method: "auto", "polytope" (affine prefixes only) or "slice".
+    advanced together (default n/8, at most 64, at most 16 for "piecewise": see `default_chains`); warmup: draws
+    per chain discarded first (default 20 for "polytope", 10 for "piecewise", 100 for the slice kernels); method:
+    "auto" (the first that applies of "polytope", "piecewise" for a normal prior, "slice"), or one of them.
     Same seed -> same samples. A RuntimeWarning says when the measured mixing is poor (split R-hat > 1.1 or
     fewer than n/10 effective samples): raise warmup, or use more chains.
     """
     check_region(region)
     n = positive_int(n, "n")
     seed = check_seed(seed)
-    chains = max(1, min(64, n // 8)) if chains is None else positive_int(chains, "chains")  # >= 8 draws each
+    default = chains is None
+    chains = default_chains("slice", n) if default else positive_int(chains, "chains")
     if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     t0 = time.perf_counter()
     sampler = RegionSampler(region, chains=chains, prior=prior, box=box, seed=seed, method=method)
+    if default and default_chains(sampler.method, n) != chains:
+        chains = default_chains(sampler.method, n)
+        sampler.z = sampler.z[:chains]  # no step taken yet: every chain still sits at the query
+        sampler.chains = chains
     warmup = default_warmup(sampler.method) if warmup is None else warmup
     draws = -(-n // chains)
     from tqdm.auto import tqdm

@@ -183,7 +183,9 @@ def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method):
     assert oracle_inside(toy.name, toy.query_shape, model, region, one.latents).all()
     other = sample_region(region, n=200, seed=4, warmup=10, method=method, progress=False)
     assert not np.array_equal(one.latents, other.latents)
-    assert one.chains == 25 and one.evaluations >= (10 + 8) * 25 and one.ess > 0 and np.isfinite(one.rhat)
+    chains = 25 if method == "slice" else 16  # n/8, at most 16 for the piecewise kernel
+    assert one.chains == chains and one.evaluations >= (10 + 200 // chains) * chains
+    assert one.ess > 0 and np.isfinite(one.rhat)
     assert len(np.unique(one.latents, axis=0)) > 150  # chains move (slice sampling always moves)
 
 
