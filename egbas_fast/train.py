@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from ._files import atomic_write, check_writable
 from . import data as datasets
 from . import models
-from .layers import one_thread
+from .layers import one_thread as _one_thread  # also used by sr.py and the training tests
 
 _LR = {"gan": 5e-4, "dcgan": 4e-4, "vae": 1e-3, "ae": 1e-3, "classifier": 1e-3}
 # Small batches for the generative models: a 5-epoch run on 5,000 images needs thousands of updates, not hundreds
@@ -144,7 +144,7 @@ def train(model="dcgan", data="mnist5k", epochs=5, out=None, seed=0, resume=Fals
     if model == "classifier" and labels is None:
         raise TrainingError(f"the classifier needs labelled data; {data_name} has no labels")
 
-    with one_thread(), torch.random.fork_rng(devices=[]):  # fork_rng: leave the caller's global RNG as it was
+    with _one_thread(), torch.random.fork_rng(devices=[]):  # fork_rng: leave the caller's global RNG as it was
         torch.manual_seed(seed)
         if state is None:
             bundle = models.build(model, images.shape[1:], latent_dim, width,
