@@ -418,16 +418,19 @@ def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_b
         w_before = np.where(first, w[js], 1.0 + slope - w[js])
         dw = 1.0 + slope - 2.0 * w_before  # slope change of the switching unit
         # coefficients (cos, sin, const) of every selected value on the first piece, then one column per switch
-        H = np.stack([piece.J @ z, piece.J @ v, piece.e], 1)  # (k, 3)
-        step = np.stack([pa[js], pb[js], c[js]], 1) * dw[:, None]  # (K, 3)
+        H = np.stack([piece.J @ z, piece.J @ v, piece.e])[:, None]  # (3, 1, k)
+        step = np.stack([pa[js], pb[js], c[js]]) * dw  # (3, K)
         bounds = np.concatenate([[0.0], ts, [left]])  # piece i spans bounds[i] .. bounds[i + 1]
         hit, i0 = None, 0
         while i0 <= len(ts) and hit is None:
             i1 = min(i0 + block, len(ts) + 1)  # pieces i0 .. i1-1; switches i0 .. i1-2 inside the block
             block = min(2 * block, max_block)  # most segments end within a few pieces: start small
-            inc = LT[js[i0:i1 - 1]][:, :, None] * step[i0:i1 - 1, None, :]  # (b-1, k, 3)
-            coef = H + np.concatenate([np.zeros((1,) + H.shape), np.cumsum(inc, 0)], 0)  # (b, k, 3)
-            a, b, cc = coef[..., 0], coef[..., 1], coef[..., 2]  # (b, k)
+            coef = np.empty((3, i1 - i0, LT.shape[1]))  # (3, b, k): cos, sin, const of each piece's values
+            coef[:, 0] = 0.0
+            np.multiply(LT[js[i0:i1 - 1]][None], step[:, i0:i1 - 1, None], out=coef[:, 1:])
+            np.cumsum(coef, 1, out=coef)
+            coef += H
+            a, b, cc = coef  # (b, k) each
             lo, hi = bounds[i0:i1, None], bounds[i0 + 1:i1 + 1, None]
             # cheap screen: a value that is positive at both ends of its piece and cannot dip below 0 in between
             # (|h''| <= |a| + |b|, so h >= min(ends) - (|a| + |b|) width^2 / 8) does not exit there
@@ -440,7 +443,7 @@ def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_b
                 if np.isfinite(t[best]):
                     hit = t[best], cols[best], i0 + rows[best]
             if hit is None and i1 <= len(ts):
-                H = coef[-1] + LT[js[i1 - 1]][:, None] * step[i1 - 1]
+                H = coef[:, -1:] + LT[js[i1 - 1]] * step[:, i1 - 1, None, None]
             i0 = i1
         if hit is None:
             return z * math.cos(left) + v * math.sin(left), True
