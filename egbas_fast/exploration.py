@@ -77,7 +77,7 @@ class Exploration:
     mode: str = "prior"  # "prior" (targets from the restricted prior) or "local" (box around the query)
     prior: str = "normal"
     box: tuple = (-1.0, 1.0)  # the uniform prior's box (unused for the normal prior)
-    sampler_method: object = None  # "polytope" or "slice" in prior mode
+    sampler_method: object = None  # "polytope", "piecewise" or "slice" in prior mode
 
     @property
     def acceptance(self):
@@ -107,8 +107,10 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     """Grow a tree of up to `n` nodes (query included) inside `region` (see the module docstring).
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
-    the region (`sampling.RegionSampler`: exact HMC where the prefix is affine, else the slice kernel, which is
-    cheap per target but mixes slowly on deep layers; prior "normal" N(0, I) or "uniform" on `box`), and each proposal extends its nearest node toward its target as far as the region allows: the
+    the region (`sampling.RegionSampler`, sample_region's kernel: exact HMC where the prefix is affine or
+    affine -> ReLU -> affine, else the slice kernel, which mixes slowly on deep layers; prior None = the region's
+    own: uniform on its bounds if it has them, else N(0, I); or "normal", or "uniform" on `box`), and each
+    proposal extends its nearest node toward its target as far as the region allows: the
     segment is evaluated every `step` (at most MAX_CHECKS points), the node goes to the target if every point is
     inside, else to the farthest inside point before the first outside one, refined by BISECT_STEPS bisections.
     step None = r, the median ray distance from the query to the boundary.
@@ -121,7 +123,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     proposals even if the tree is smaller (default 50 * n). seed: same seed -> same tree, whatever the thread
     count.
     """
-    from .sampling import RegionSampler, as_prior, default_warmup
+    from .sampling import RegionSampler, as_prior, default_chains, default_warmup
 
     check_region(region)
     n = positive_int(n, "n")
@@ -155,10 +157,11 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     sampler = None
     if not local:
         t = time.perf_counter()
-        try:  # exact HMC where the prefix is affine; else slice: a piecewise trajectory per target costs too much
-            sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed, method="polytope")
-        except ValueError:
-            sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed, method="slice")
+        # the kernel sample_region uses: exact HMC on affine (polytope) and affine -> ReLU -> affine (piecewise)
+        # prefixes, slice otherwise; a piecewise trajectory costs ~100 forwards' work, so it runs fewer chains
+        sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
+        if sampler.method == "piecewise":
+            sampler.use_chains(default_chains("piecewise", n))
         for _ in range(default_warmup(sampler.method)):  # targets from the restricted prior, not the query's start
             sampler.step()
         member_seconds += time.perf_counter() - t

@@ -504,6 +504,13 @@ class RegionSampler:
         self.z = np.repeat(q[None], self.chains, 0)  # (C, d) float64
         self.moves = 0  # accepted moves (a polytope move the model rejects leaves the chain in place)
 
+    def use_chains(self, chains):
+        """Keep the first `chains` chains; only before the first step (every chain still sits at the query)."""
+        if self.moves or len(np.unique(self.z, axis=0)) > 1:
+            raise RuntimeError("use_chains after a step would drop states: call it before sampling")
+        self.z = np.repeat(self.z[:1], positive_int(chains, "chains"), 0)
+        self.chains = len(self.z)
+
     def _contains(self, Z):
         self.evaluations += len(Z)
         return np.asarray(self.region.contains(np.ascontiguousarray(Z, np.float32)), bool)
@@ -674,8 +681,7 @@ def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=
     sampler = RegionSampler(region, chains=chains, prior=prior, box=box, seed=seed, method=method)
     if default and default_chains(sampler.method, n) != chains:
         chains = default_chains(sampler.method, n)
-        sampler.z = sampler.z[:chains]  # no step taken yet: every chain still sits at the query
-        sampler.chains = chains
+        sampler.use_chains(chains)
     warmup = default_warmup(sampler.method) if warmup is None else warmup
     draws = -(-n // chains)
     from tqdm.auto import tqdm

@@ -9,7 +9,7 @@ from torch import nn
 
 from egbas_fast import core
 from egbas_fast.region import GenerativeRegion
-from egbas_fast.sampling import RegionSamples, piecewise_affine, polytope, sample_region, split_rhat_ess
+from egbas_fast.sampling import RegionSampler, RegionSamples, piecewise_affine, polytope, sample_region, split_rhat_ess
 
 from .toys import TOYS, _seeded, oracle_inside
 
@@ -141,6 +141,33 @@ def test_piecewise_hmc_on_a_two_layer_region_matches_rejection_sampling(name, la
     # the same chains without the region's walls would not pass: the plain prior fails the distance test
     free = np.random.default_rng(1).standard_normal((300, region.dim))
     assert stats.ks_2samp(np.linalg.norm(free - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue < P_MIN
+
+
+def test_explore_takes_piecewise_targets_and_reaches_as_far_as_the_samples():
+    """On a two-layer region the default tree's targets come from the piecewise kernel: every node inside by the
+    plain-torch oracle, and its mean distance from the query is that of the exact samples (not a near-copy cloud)."""
+    from egbas_fast.exploration import explore
+
+    toy = TOY["inplace_relu"]
+    model = toy.build()
+    query = np.random.default_rng(10).standard_normal(toy.query_shape).astype(np.float32)
+    region = GenerativeRegion(model, "3", query)
+    res = explore(region, n=300, seed=0, progress=False)
+    assert res.sampler_method == "piecewise" and len(res.latents) == 300
+    assert oracle_inside("inplace_relu", toy.query_shape, model, region, res.latents).all()
+    rs = sample_region(region, n=300, seed=1, progress=False)
+    reach = np.linalg.norm(res.latents - query, axis=1).mean() / np.linalg.norm(rs.latents - query, axis=1).mean()
+    assert reach > 0.8
+
+
+def test_use_chains_refuses_to_drop_states():
+    model, region, _, _ = half_space()
+    sampler = RegionSampler(region, chains=8, seed=0)
+    sampler.use_chains(3)
+    assert sampler.z.shape == (3, 4)
+    sampler.step()
+    with pytest.raises(RuntimeError, match="before sampling"):
+        sampler.use_chains(2)
 
 
 def test_piecewise_affine_reproduces_the_models_membership():
