@@ -110,9 +110,9 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     the region (`sampling.RegionSampler`, sample_region's kernel: exact HMC where the prefix is affine or
     affine -> ReLU -> affine, else the slice kernel, which mixes slowly on deep layers; prior None = the region's
     own: uniform on its bounds if it has them, else N(0, I); or "normal", or "uniform" on `box`), and each
-    proposal extends its nearest node toward its target as far as the region allows: the
-    segment is evaluated every `step` (at most MAX_CHECKS points), the node goes to the target if every point is
-    inside, else to the farthest inside point before the first outside one, refined by BISECT_STEPS bisections.
+    proposal extends its nearest node toward its target as far as the region allows: the segment is evaluated
+    every `step` (at most MAX_CHECKS points), the node goes to the target if every point is inside, else to the
+    farthest inside point before the first outside one, refined by BISECT_STEPS bisections.
     step None = r, the median ray distance from the query to the boundary.
 
     radius given: the paper's local RRT around the query: targets uniform in the box of half-width `radius`,
@@ -228,14 +228,13 @@ def _extend(origins, targets, step, contains):
     delta = targets - origins  # (b, d)
     length = np.linalg.norm(delta.astype(np.float64), axis=1)
     K = np.clip(np.ceil(length / step), 1, MAX_CHECKS).astype(np.int64)  # (b,)
-    row = np.repeat(np.arange(len(origins)), K - 1)
-    j = np.concatenate([np.arange(1, k) for k in K]) if (K > 1).any() else np.zeros(0, np.int64)
+    row = np.repeat(np.arange(len(origins)), K - 1)  # interior points 1..K-1 of each segment, row by row
+    j = np.arange(len(row)) - np.repeat(np.cumsum(K - 1) - (K - 1), K - 1) + 1
     frac = (j / K[row]).astype(np.float32)
     inside = contains(origins[row] + frac[:, None] * delta[row]) if len(row) else np.zeros(0, bool)
-    first_out = np.full(len(origins), -1)  # interior index of the first outside point, -1 if none
-    for r, jj, ins in zip(row[::-1], j[::-1], inside[::-1]):  # reversed: the smallest j wins
-        if not ins:
-            first_out[r] = jj
+    first_out = np.full(len(origins), MAX_CHECKS + 1)  # interior index of the first outside point
+    np.minimum.at(first_out, row[~inside], j[~inside])
+    first_out[first_out > MAX_CHECKS] = -1  # -1: the whole segment is inside
     pts, ok = targets.copy(), np.ones(len(origins), bool)
     blocked = np.flatnonzero(first_out >= 0)
     if len(blocked):

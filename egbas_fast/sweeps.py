@@ -124,7 +124,7 @@ def _figures(model, task):
     from .baselines import matched_eps, sample_ball
     from .exploration import N_RAYS, explore
     from .region import random_directions, ray_cap
-    from .metrics import output_diversity as _diversity
+    from .metrics import output_diversity
     from .selection import select_boundaries
 
     seed, n = task["seed"], task["n"]
@@ -155,7 +155,7 @@ def _figures(model, task):
         "mean_distance": mean_distance, "nodes_per_second": float(res.nodes_per_second),
         "eps_l2": float(l2.eps), "eps_l2_in_region": l2.in_region_rate,
         "eps_linf": float(linf.eps), "eps_linf_in_region": linf.in_region_rate,
-        "output_diversity": _diversity(region.generate(z[picked])),
+        "output_diversity": output_diversity(region.generate(z[picked])),
         "query_seconds": query_seconds, "select_seconds": select_seconds, "explore_seconds": float(res.seconds),
         "membership_seconds": float(res.membership_seconds),
     }

@@ -210,3 +210,17 @@ def test_exploration_numbers():
     assert res.proposals <= sum(calls)  # every proposal was evaluated at least once
     assert 0.002 * len(calls) <= res.membership_seconds <= res.seconds
     assert res.nodes_per_second == pytest.approx(49 / res.seconds)
+
+
+def test_extend_stops_at_the_first_outside_point_of_each_segment():
+    """_extend against a hand-computed half-space {x0 < 1}: a segment fully inside reaches its target; a blocked one
+    ends just inside the wall it meets first (even if it would come back inside later), bisected."""
+    from egbas_fast.exploration import BISECT_STEPS, _extend
+
+    contains = lambda z: (z[:, 0] < 1.0) | (z[:, 0] > 2.0)  # noqa: E731  a slab outside: [1, 2]
+    origins = np.zeros((3, 2), np.float32)
+    targets = np.array([[0.0, 0.9], [3.0, 0.0], [0.9, 0.0]], np.float32)  # inside / crosses the slab / inside
+    pts, ok, bisected = _extend(origins, targets, 0.5, contains)
+    assert ok.all() and bisected.tolist() == [False, True, False]
+    np.testing.assert_array_equal(pts[[0, 2]], targets[[0, 2]])
+    assert 1.0 - 0.5 / 2 ** BISECT_STEPS <= pts[1, 0] < 1.0 and pts[1, 1] == 0.0

@@ -27,6 +27,7 @@ def need(module):
 
 
 pa = need("pyarrow")
+need("pyarrow.parquet")  # pa.parquet is an attribute only once the submodule is imported (random order!)
 from egbas_fast import sweeps  # noqa: E402  (needs nothing optional to import, but is useless without pyarrow)
 
 LAYERS, KEEPS, QUERIES, N = ["main.2", "main.5"], [0.1, 0.3], [0, 1], 40
