@@ -102,8 +102,9 @@ def layer_output(model, layer, x):
     return prefix_output(model, get_layer(model, layer), layer, x)
 
 
-def prefix_output(model, module, name, x, eval_mode=True, capture="output"):
-    """`layer_output` for an already looked-up `module` (hot path). eval_mode=False leaves the mode to the caller.
+def prefix_output(model, module, name, x, eval_mode=True, capture="output", grad=False):
+    """`layer_output` for an already looked-up `module` (hot path). eval_mode=False leaves the mode to the caller;
+    grad=True keeps the graph (no no_grad, no detach) so that the caller can differentiate the result.
 
     The forward stops inside the layer's hook, so no later op (DCGAN's in-place ReLU included) can touch the
     value before we return it: no copy is needed. A module called more than once gives its first call's output.
@@ -113,11 +114,13 @@ def prefix_output(model, module, name, x, eval_mode=True, capture="output"):
     captured = []
 
     def hook(_module, _inputs, output):
-        captured.append(_flat_output(name, output).detach())
+        out = _flat_output(name, output)
+        captured.append(out if grad else out.detach())
         raise _StopForward
 
     def pre_hook(_module, inputs):
-        captured.append(_flat_output(name, inputs[0] if inputs else None).detach())
+        out = _flat_output(name, inputs[0] if inputs else None)
+        captured.append(out if grad else out.detach())
         raise _StopForward
 
     if capture == "input":
@@ -125,7 +128,7 @@ def prefix_output(model, module, name, x, eval_mode=True, capture="output"):
     else:
         handle = module.register_forward_hook(hook)
     try:
-        with torch.no_grad(), (evaluating(model) if eval_mode else contextlib.nullcontext()):
+        with torch.set_grad_enabled(grad), (evaluating(model) if eval_mode else contextlib.nullcontext()):
             try:
                 model(x)
             except _StopForward:

@@ -30,7 +30,7 @@ def half_space(d=4, seed=0):
     return model, GenerativeRegion(model, "1", query), w, b
 
 
-@pytest.mark.parametrize("method", ["polytope", "slice"])
+@pytest.mark.parametrize("method", ["polytope", "reflective", "slice"])
 def test_half_space_gives_a_truncated_normal_along_its_normal(method):
     model, region, w, b = half_space()
     rs = sample_region(region, n=1200, seed=1, method=method, chains=1200, warmup=40, progress=False)
@@ -81,7 +81,7 @@ def hit_and_run(A, c, start, steps, chains, rng):
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("method", ["polytope", "slice"])
+@pytest.mark.parametrize("method", ["polytope", "reflective", "slice"])
 def test_affine_first_layer_matches_exact_hit_and_run(method):
     toy = TOY["linear_relu"]
     model = toy.build()
@@ -118,21 +118,26 @@ def test_polytope_is_found_exactly_where_the_prefix_is_affine(name, layer, affin
         assert np.array_equal((margin[clear] > 0).all(1), region.contains(Z[clear]))
 
 
-@pytest.mark.parametrize("name,layer,k,query_seed", [("leaky", "3", 6, 10), ("inplace_relu", "3", None, 10)])
-def test_piecewise_hmc_on_a_two_layer_region_matches_rejection_sampling(name, layer, k, query_seed):
-    """Affine -> (Leaky)ReLU -> affine -> layer: the region is not a polytope, so the oracle is rejection sampling
-    from N(0, I) (exact); the piecewise kernel's last states of independent chains must match it."""
+@pytest.mark.parametrize("name,layer,k,query_seed,method", [
+    ("leaky", "3", 6, 10, "piecewise"), ("inplace_relu", "3", None, 10, "piecewise"),
+    ("leaky", "3", 6, 10, "reflective"), ("leaky", "4", None, 10, "reflective"),
+    ("inplace_relu", "4", None, 15, "reflective")])
+def test_hmc_on_a_deeper_region_matches_rejection_sampling(name, layer, k, query_seed, method):
+    """Affine -> (Leaky)ReLU -> affine -> layer (piecewise, exact), and one more nonlinearity deep (reflective, walls
+    found between membership checks): the region is not a polytope, so the oracle is rejection sampling from
+    N(0, I) (exact); the last states of independent chains (the default kernel) must match it."""
     toy = TOY[name]
     model = toy.build()
     query = np.random.default_rng(query_seed).standard_normal(toy.query_shape).astype(np.float32)
     full = GenerativeRegion(model, layer, query)
     region = full if k is None else full.restrict(np.sort(np.argsort(-np.abs(full.query_values))[:k]))
-    assert polytope(region) is None and piecewise_affine(region)[0] is not None
+    assert polytope(region) is None and (piecewise_affine(region)[0] is not None) == (layer == "3")
     prior = np.random.default_rng(0).standard_normal((60000, region.dim)).astype(np.float32)
     ref = prior[oracle_inside(name, toy.query_shape, model, region, prior)].astype(np.float64)
     assert len(ref) > 3000
-    rs = sample_region(region, n=300, seed=1, chains=300, warmup=10, progress=False)
-    assert rs.method == "piecewise"
+    rs = sample_region(region, n=300, seed=1, chains=300, warmup=10, progress=False,
+                       method="auto" if layer == "4" else method)
+    assert rs.method == method
     assert oracle_inside(name, toy.query_shape, model, region, rs.latents).all()
     z = rs.latents.astype(np.float64)
     assert stats.ks_2samp(np.linalg.norm(z - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue > P_MIN
@@ -188,12 +193,12 @@ def test_piecewise_affine_reproduces_the_models_membership():
         sample_region(GenerativeRegion(model, "main.2", query), method="piecewise", progress=False)
 
 
-@pytest.mark.parametrize("method", ["piecewise", "slice"])
-def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method):
+@pytest.mark.parametrize("method,layer", [("piecewise", "main.5"), ("slice", "main.5"), ("reflective", "main.7")])
+def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method, layer):
     toy = TOY["conv"]
     model = toy.build()
     query = np.random.default_rng(7).standard_normal(toy.query_shape).astype(np.float32)
-    full = GenerativeRegion(model, "main.5", query)
+    full = GenerativeRegion(model, layer, query)
     region = full.restrict(np.sort(np.argsort(-np.abs(full.query_values))[:40]))
     saved = core.get_num_threads()
     try:
@@ -210,7 +215,7 @@ def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method):
     assert oracle_inside(toy.name, toy.query_shape, model, region, one.latents).all()
     other = sample_region(region, n=200, seed=4, warmup=10, method=method, progress=False)
     assert not np.array_equal(one.latents, other.latents)
-    chains = 25 if method == "slice" else 16  # n/8, at most 16 for the piecewise kernel
+    chains = 16 if method == "piecewise" else 25  # n/8, at most 16 for the piecewise kernel
     assert one.chains == chains and one.evaluations >= (10 + 200 // chains) * chains
     assert one.ess > 0 and np.isfinite(one.rhat)
     assert len(np.unique(one.latents, axis=0)) > 150  # chains move (slice sampling always moves)
