@@ -32,6 +32,7 @@ STEP_FRACTION = 0.5  # default step = this * median ray distance r from the quer
 RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the tree is pulled to the boundary
 MAX_CHECKS = 8  # most points evaluated on one extension (prior mode): longer segments are checked more coarsely
 TARGET_CHAINS = 64  # restricted-prior chains that supply the targets (prior mode), advanced together
+REFLECTIVE_WARMUP = 2  # trajectories per chain before the reflective kernel's positions become targets
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
@@ -160,9 +161,11 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         # the kernel sample_region uses: exact HMC on affine (polytope) and affine -> ReLU -> affine (piecewise)
         # prefixes, slice otherwise; a piecewise trajectory costs ~100 forwards' work, so it runs fewer chains
         sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
-        if sampler.method == "piecewise":
-            sampler.use_chains(default_chains("piecewise", n))
-        for _ in range(default_warmup(sampler.method)):  # targets from the restricted prior, not the query's start
+        if sampler.method in ("piecewise", "reflective"):
+            sampler.use_chains(default_chains(sampler.method, n))
+        # targets from the restricted prior, not the query's start; a reflective trajectory gives `checks` targets
+        # (its positions at fixed times) and its first one already reaches the region's typical distance
+        for _ in range(REFLECTIVE_WARMUP if sampler.method == "reflective" else default_warmup(sampler.method)):
             sampler.step()
         member_seconds += time.perf_counter() - t
     queue = np.empty((0, query.size), np.float32)
@@ -183,7 +186,8 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         else:
             while len(queue) < b:
                 t = time.perf_counter()
-                queue = np.concatenate([queue, sampler.step()])  # every state evaluated inside (and in bounds)
+                sampler.step()
+                queue = np.concatenate([queue, sampler.visited])  # every state evaluated inside (and in bounds)
                 member_seconds += time.perf_counter() - t
             targets, queue = queue[:b], queue[b:]
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start

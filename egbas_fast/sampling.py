@@ -462,7 +462,7 @@ def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_b
 
 # --------------------------------------------------------------------------------- any layer: reflective HMC
 REFLECT_CHECKS = 32  # membership checks per quarter turn of free motion (a check every ~0.05 of travel time)
-REFLECT_TOL = 1e-6  # a wall's hit time is bracketed to this (travel time; ~1e-5 in latent distance)
+REFLECT_TOL = 1e-5  # a wall's hit time is bracketed to this (travel time; ~1e-4 in latent distance)
 REFLECT_MAX_SEARCH = 60  # bracketing steps per wall before the trajectory is abandoned (chain stays put)
 
 
@@ -501,13 +501,16 @@ class SignedValues:
         Zt = torch.from_numpy(np.ascontiguousarray(Z)).requires_grad_()
         out = self._raw(Zt, grad=True)
         rows = torch.arange(len(Z))
-        (out[rows, torch.from_numpy(unit)].double() * torch.from_numpy(self.sign[unit])).sum().backward()
-        return Zt.grad.double().numpy()
+        picked = (out[rows, torch.from_numpy(unit)].double() * torch.from_numpy(self.sign[unit])).sum()
+        return torch.autograd.grad(picked, Zt)[0].double().numpy()  # only the input's gradient: no weight grads
 
 
 def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
     """HMC for N(0, I) restricted to the region of `sv` (a `SignedValues`), any prefix, all chains at once:
-    (C, d) z, v -> (C, d) end points, (C,) ok, number of model evaluations.
+    (C, d) z, v -> (C, d) end points, (C,) ok, number of model evaluations, (C, checks, d) positions at the
+    check times k travel / checks (the last: the end point). Each was evaluated inside, and each is a draw of the
+    restricted prior where z is (the flow keeps that distribution at every fixed time): explore takes them all
+    as targets, sample_region only the ends.
 
     The free motion is z cos t + v sin t. Every chain checks its membership `checks` times per quarter turn; when a
     check lands outside, the exit time in the last interval is bracketed to REFLECT_TOL (regula falsi, Illinois
@@ -528,10 +531,13 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
     searched, bounces = np.zeros(C, np.int64), np.zeros(C, np.int64)
     ok, done = np.ones(C, bool), np.zeros(C, bool)
     evaluations, dt = 0, travel / checks
+    path = np.zeros((C, checks, z.shape[1]))  # the positions at the check times k dt of the whole trajectory
     while not done.all():
         a = np.flatnonzero(~done)
         bracketing = ~np.isnan(t_out[a])
-        t = np.minimum(t_in[a] + dt, left[a])
+        begun = travel - left[a]  # the segment's start in trajectory time: checks stay on the grid k dt
+        grid = np.floor((begun + t_in[a]) / dt + 1e-9) + 1  # the next grid point after the last inside time
+        t = np.minimum(grid * dt - begun, left[a])
         b = a[bracketing]
         lo, hi, u = t_in[b], t_out[b], unit[b]
         f_lo, f_hi = V_in[b, u] * scale[b, 0], V_out[b, u] * scale[b, 1]
@@ -550,7 +556,9 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
         scale[o[side[o] == -1], 0] *= 0.5  # the inside end kept twice
         scale[i, 0] = 1.0
         t_in[i], V_in[i], side[i] = t[ins], V[ins], 1
-        done[i[~bracketing[ins] & (t[ins] >= left[i])]] = True
+        checked = ~bracketing[ins]
+        path[i[checked], np.minimum(grid[ins][checked], checks).astype(np.int64) - 1] = P[ins][checked]
+        done[i[checked & (t[ins] >= left[i])]] = True
         new_unit = V[~ins].argmin(1)
         scale[o[new_unit != unit[o]]] = 1.0
         t_out[o], V_out[o], unit[o], side[o] = t[~ins], V[~ins], new_unit, -1
@@ -575,13 +583,15 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
             stuck = hit[bounces[hit] > MAX_BOUNCES]
             ok[stuck], done[stuck] = False, True
     end = z0 * np.cos(left)[:, None] + v0 * np.sin(left)[:, None]
-    return end, ok, evaluations
+    return end, ok, evaluations, path
 
 # ------------------------------------------------------------------------------------------------- sampler
 class RegionSampler:
     """`chains` Markov chains on the prior restricted to `region`, all started at the query, advanced together.
 
-    `step()` moves every chain once and returns the (chains, d) float32 states, each evaluated inside.
+    `step()` moves every chain once and returns the (chains, d) float32 states, each evaluated inside; `visited`
+    then holds every state the step evaluated inside that is a draw of the target where the chain's start is: the
+    new states, and for the reflective kernel each trajectory's positions at its check times (explore's targets).
     `evaluations` counts latents whose membership was evaluated (the model's prefix forwards), set-up included.
     """
 
@@ -645,7 +655,7 @@ class RegionSampler:
             if self.method == "piecewise":
                 prop, ok = self._piecewise(self.rng.standard_normal((C, d)))
             elif self.method == "reflective":
-                prop, ok, spent = _reflective_trajectories(self.sv, self.z, self.rng.standard_normal((C, d)))
+                prop, ok, spent, path = _reflective_trajectories(self.sv, self.z, self.rng.standard_normal((C, d)))
                 self.evaluations += spent
             elif self.prior.kind == "normal":
                 prop, ok = _hmc_trajectory(self.F, self.g, self.z, self.rng.standard_normal((C, d)), gram=self.gram)
@@ -657,11 +667,15 @@ class RegionSampler:
             ok[ok] = self._contains(prop[ok])
             self.z[ok] = prop[ok]
             self.moves += int(ok.sum())
+            if self.method == "reflective":  # time-major: consecutive rows are other chains
+                self.visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
+                return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
         else:
             self._box_slice()
-        return self.z.astype(np.float32)
+        self.visited = self.z.astype(np.float32)
+        return self.visited.copy()
 
     def _piecewise(self, v):
         # one BLAS thread: these matrix-vector products are small, and a multi-threaded BLAS competing with
@@ -776,13 +790,13 @@ def default_warmup(method):
     membership-only slice kernels move by a boundary distance per step and need many more. A piecewise trajectory
     costs ~100 forwards' work (face DCGAN main.5), so it gets fewer warm-up draws: its first one already reaches
     the region's typical distance from the query."""
-    return {"polytope": 20, "piecewise": 10, "reflective": 10}.get(method, 100)
+    return {"polytope": 20, "piecewise": 10, "reflective": 5}.get(method, 100)
 
 
 def default_chains(method, n):
     """Chains advanced together: n/8 (at least 8 draws each, to measure mixing), at most 64; at most 16 for the
     piecewise kernel, whose warm-up trajectories are expensive and whose draws are nearly independent."""
-    return max(1, min(16 if method == "piecewise" else 64, n // 8))
+    return max(1, min(16 if method in ("piecewise", "reflective") else 64, n // 8))
 
 
 def sample_region(region, n=500, *, seed=0, prior=None, box=(-1.0, 1.0), chains=None, warmup=None,

@@ -148,17 +148,19 @@ def test_hmc_on_a_deeper_region_matches_rejection_sampling(name, layer, k, query
     assert stats.ks_2samp(np.linalg.norm(free - query, axis=1), np.linalg.norm(ref - query, axis=1)).pvalue < P_MIN
 
 
-def test_explore_takes_piecewise_targets_and_reaches_as_far_as_the_samples():
-    """On a two-layer region the default tree's targets come from the piecewise kernel: every node inside by the
-    plain-torch oracle, and its mean distance from the query is that of the exact samples (not a near-copy cloud)."""
+@pytest.mark.parametrize("layer,query_seed,method", [("3", 10, "piecewise"), ("4", 15, "reflective")])
+def test_explore_takes_trajectory_targets_and_reaches_as_far_as_the_samples(layer, query_seed, method):
+    """On a two- (three-) layer region the default tree's targets come from the piecewise (reflective) kernel: every
+    node inside by the plain-torch oracle, and its mean distance from the query is that of the samples (not a
+    near-copy cloud)."""
     from egbas_fast.exploration import explore
 
     toy = TOY["inplace_relu"]
     model = toy.build()
-    query = np.random.default_rng(10).standard_normal(toy.query_shape).astype(np.float32)
-    region = GenerativeRegion(model, "3", query)
+    query = np.random.default_rng(query_seed).standard_normal(toy.query_shape).astype(np.float32)
+    region = GenerativeRegion(model, layer, query)
     res = explore(region, n=300, seed=0, progress=False)
-    assert res.sampler_method == "piecewise" and len(res.latents) == 300
+    assert res.sampler_method == method and len(res.latents) == 300
     assert oracle_inside("inplace_relu", toy.query_shape, model, region, res.latents).all()
     rs = sample_region(region, n=300, seed=1, progress=False)
     reach = np.linalg.norm(res.latents - query, axis=1).mean() / np.linalg.norm(rs.latents - query, axis=1).mean()
@@ -215,7 +217,7 @@ def test_every_sample_of_a_deep_layer_is_inside_and_reproducible(method, layer):
     assert oracle_inside(toy.name, toy.query_shape, model, region, one.latents).all()
     other = sample_region(region, n=200, seed=4, warmup=10, method=method, progress=False)
     assert not np.array_equal(one.latents, other.latents)
-    chains = 16 if method == "piecewise" else 25  # n/8, at most 16 for the piecewise kernel
+    chains = 25 if method == "slice" else 16  # n/8, at most 16 for the trajectory kernels
     assert one.chains == chains and one.evaluations >= (10 + 200 // chains) * chains
     assert one.ess > 0 and np.isfinite(one.rhat)
     assert len(np.unique(one.latents, axis=0)) > 150  # chains move (slice sampling always moves)
