@@ -668,7 +668,8 @@ class RegionSampler:
             self.z[ok] = prop[ok]
             self.moves += int(ok.sum())
             if self.method == "reflective":  # time-major: consecutive rows are other chains
-                self.visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
+                path[~ok] = self.z[~ok, None]  # a chain that did not move repeats its state
+                self.visited = np.ascontiguousarray(path.transpose(1, 0, 2).reshape(-1, d), np.float32)
                 return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
@@ -758,7 +759,7 @@ class RegionSamples:
     method: str  # "polytope" (exact HMC / chords on the affine prefix) or "slice" (membership only)
     prior: Prior
     chains: int
-    warmup: int  # draws per chain discarded before the kept ones
+    warmup: int  # draws (trajectories) per chain discarded before the kept ones
     draws: int  # kept draws per chain
     evaluations: int  # membership evaluations in all (set-up and warm-up included)
     rhat: float  # worst split R-hat over the monitored statistics
