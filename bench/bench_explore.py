@@ -244,7 +244,7 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
-def coverage_table(n=2_000, query_seeds=(0, 1, 2), samples=500):
+def coverage_table(n=2_000, query_seeds=(0, 1, 2), samples=500, only=None):
     """Default explore (targets from the restricted prior) against sample_region on the same region: reach and
     output diversity (tree / samples), spread along the samples' main axes, and the sampler's own figures."""
     from egbas_fast.demo import mnist_dcgan
@@ -258,6 +258,9 @@ def coverage_table(n=2_000, query_seeds=(0, 1, 2), samples=500):
     mnist_layers = relu_layers(mnist)
     cases = [("faces", faces, layer, q) for layer in (FIRST, MIDDLE) for q in query_seeds]
     cases += [("mnist", mnist, layer, 0) for layer in (mnist_layers[0], mnist_layers[len(mnist_layers) // 2])]
+    if only:  # e.g. ["mnist:main.11:0", "faces:main.8:0"]
+        models = {"faces": faces, "mnist": mnist}
+        cases = [(name, models[name], layer, int(q)) for name, layer, q in (o.split(":") for o in only)]
     for name, model, layer, q in cases:
         sel = select_boundaries(model, layer, query_latent(model, q), keep=KEEP, seed=0)
         region = sel.region()
@@ -306,6 +309,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--acceptance", action="store_true", help="print the acceptance table instead")
     parser.add_argument("--coverage", action="store_true", help="print the coverage table (explore vs sample_region)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="MODEL:LAYER:QUERY",
+                        help="coverage rows to run instead of the default table, e.g. mnist:main.11:0 faces:main.8:0")
     parser.add_argument("--outside", type=int, nargs="+", default=None, metavar="N",
                         help="print only the outside-forward table at these tree sizes (e.g. 10000 100000)")
     parser.add_argument("--torch-threads", type=int, default=None,
@@ -316,7 +321,7 @@ def main(argv=None):
     if args.acceptance:
         acceptance_table()
     elif args.coverage:
-        coverage_table()
+        coverage_table(only=args.only)
     elif args.outside:
         outside_forward_table(sizes=args.outside)
     else:

@@ -78,7 +78,7 @@ class Exploration:
     mode: str = "prior"  # "prior" (targets from the restricted prior) or "local" (box around the query)
     prior: str = "normal"
     box: tuple = (-1.0, 1.0)  # the uniform prior's box (unused for the normal prior)
-    sampler_method: object = None  # "polytope", "piecewise" or "slice" in prior mode
+    sampler_method: object = None  # "polytope", "piecewise", "reflective" or "slice" in prior mode
 
     @property
     def acceptance(self):
@@ -109,7 +109,8 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
     the region (`sampling.RegionSampler`, sample_region's kernel: exact HMC where the prefix is affine or
-    affine -> ReLU -> affine, else the slice kernel, which mixes slowly on deep layers; prior None = the region's
+    affine -> ReLU -> affine, else reflective HMC with the model as oracle (each trajectory's 32 checked positions
+    are targets); the slice kernel only for a uniform prior beyond the first layer; prior None = the region's
     own: uniform on its bounds if it has them, else N(0, I); or "normal", or "uniform" on `box`), and each
     proposal extends its nearest node toward its target as far as the region allows: the segment is evaluated
     every `step` (at most MAX_CHECKS points), the node goes to the target if every point is inside, else to the
@@ -159,7 +160,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     if not local:
         t = time.perf_counter()
         # the kernel sample_region uses: exact HMC on affine (polytope) and affine -> ReLU -> affine (piecewise)
-        # prefixes, slice otherwise; a piecewise trajectory costs ~100 forwards' work, so it runs fewer chains
+        # prefixes, reflective otherwise; their trajectories cost ~100+ forwards' work, so they run fewer chains
         sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
         if sampler.method in ("piecewise", "reflective"):
             sampler.use_chains(default_chains(sampler.method, n))
