@@ -552,7 +552,9 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
         with np.errstate(invalid="ignore", divide="ignore"):
             guess = lo + (hi - lo) * f_lo / (f_lo - f_hi)  # where the line through both ends crosses 0
         width = hi - lo
-        t[bracketing] = np.where(np.isfinite(guess), np.clip(guess, lo + 0.01 * width, hi - 0.01 * width),
+        # regula falsi where the unit's values straddle 0; else (unknown, or flat at 0 inside: a max-pool of dead
+        # units) bisection
+        t[bracketing] = np.where((f_lo > 0) & (f_hi < 0), np.clip(guess, lo + 0.01 * width, hi - 0.01 * width),
                                  lo + 0.5 * width)
         P = z0[a] * np.cos(t)[:, None] + v0[a] * np.sin(t)[:, None]
         V = sv.values(P.astype(np.float32).astype(np.float64))
@@ -676,8 +678,7 @@ class RegionSampler:
             self.z[ok] = prop[ok]
             self.moves += int(ok.sum())
             if self.method == "reflective":  # time-major: consecutive rows are other chains
-                path[~ok] = self.z[~ok, None]  # a chain that did not move repeats its state
-                self.visited = np.ascontiguousarray(path.transpose(1, 0, 2).reshape(-1, d), np.float32)
+                self.visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
                 return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
