@@ -33,6 +33,8 @@ RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the
 MAX_CHECKS = 8  # most points evaluated on one extension (prior mode): longer segments are checked more coarsely
 TARGET_CHAINS = 64  # restricted-prior chains that supply the targets (prior mode), advanced together
 REFLECTIVE_WARMUP = 2  # trajectories per chain before the reflective kernel's positions become targets
+TARGET_EVERY = 4  # of a reflective trajectory's checked positions, every 4th is a target (8 per trajectory): with
+# all 32 the targets of a 500-node tree came from 16 trajectories and its nodes traced 16 curves
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
@@ -109,8 +111,8 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
     the region (`sampling.RegionSampler`, sample_region's kernel: exact HMC where the prefix is affine or
-    affine -> ReLU -> affine, else reflective HMC with the model as oracle (each trajectory's 32 checked positions
-    are targets); the slice kernel only for a uniform prior beyond the first layer; prior None = the region's
+    affine -> ReLU -> affine, else reflective HMC with the model as oracle (8 of each trajectory's 32 checked
+    positions are targets); the slice kernel only for a uniform prior beyond the first layer; prior None = the region's
     own: uniform on its bounds if it has them, else N(0, I); or "normal", or "uniform" on `box`), and each
     proposal extends its nearest node toward its target as far as the region allows: the segment is evaluated
     every `step` (at most MAX_CHECKS points), the node goes to the target if every point is inside, else to the
@@ -125,7 +127,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     proposals even if the tree is smaller (default 50 * n). seed: same seed -> same tree, whatever the thread
     count.
     """
-    from .sampling import RegionSampler, as_prior, default_chains, default_warmup
+    from .sampling import REFLECT_CHECKS, RegionSampler, as_prior, default_chains, default_warmup
 
     check_region(region)
     n = positive_int(n, "n")
@@ -164,7 +166,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
         if sampler.method in ("piecewise", "reflective"):
             sampler.use_chains(default_chains(sampler.method, n))
-        # targets from the restricted prior, not the query's start; a reflective trajectory gives `checks` targets
+        # targets from the restricted prior, not the query's start; a reflective trajectory gives 8 targets
         # (its positions at fixed times) and its first one already reaches the region's typical distance
         for _ in range(REFLECTIVE_WARMUP if sampler.method == "reflective" else default_warmup(sampler.method)):
             sampler.step()
@@ -187,8 +189,11 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         else:
             while len(queue) < b:
                 t = time.perf_counter()
-                sampler.step()
-                queue = np.concatenate([queue, sampler.visited])  # every state evaluated inside (and in bounds)
+                sampler.step()  # every state evaluated inside (and in bounds)
+                visited = sampler.visited
+                if sampler.method == "reflective":  # time-major (checks, chains): one position in TARGET_EVERY
+                    visited = visited.reshape(REFLECT_CHECKS, -1, query.size)[TARGET_EVERY - 1::TARGET_EVERY]
+                queue = np.concatenate([queue, visited.reshape(-1, query.size)])
                 member_seconds += time.perf_counter() - t
             targets, queue = queue[:b], queue[b:]
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start
