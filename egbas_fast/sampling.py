@@ -29,7 +29,7 @@ Four kernels, the first that applies chosen automatically (`method="auto"`):
     thinner than a check interval can be crossed unseen, so it is not exact; the tests hold it to rejection
     sampling on three-layer toys and it agrees with the exact kernels on face main.2. Where the slice kernel does
     not mix (mnist DCGAN main.11, keep 5%: split R-hat ~10) it does: R-hat 1.01, ESS above n, ~255 forwards per
-    effective sample. A trajectory costs ~100-1,500 forwards (its walls: ~60-130 at keep 5%).
+    effective sample. A trajectory costs ~200-1,500 forwards (its walls: ~30-130 at keep 5%, face main.2-main.8).
   * "slice" (any layer, any model; membership only): normal prior: elliptical slice sampling (Murray, Adams,
     MacKay, AISTATS 2010) with the region's indicator as likelihood: exact, no step size; box prior: slice
     sampling along a random chord of the box with Neal's shrinkage toward the current point. The uniform prior
