@@ -23,6 +23,7 @@
 namespace py = pybind11;
 using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using u64_array = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+using f64_array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
@@ -222,6 +223,66 @@ py::array_t<float> draw(int64_t n, int64_t d, Fill fill) {
   return out;
 }
 
+// float64 C-contiguous copy/view of a finite real array with the given shape (-1: any length).
+f64_array as_f64(const py::object& obj, const char* name, std::vector<int64_t> shape, const char* expected) {
+  py::array a = as_numeric(obj, name, "fiub");
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
+  if (!ok) throw py::value_error(std::string(name) + " must have shape " + expected + ", got " + shape_str(a));
+  f64_array out = f64_array::ensure(a);
+  for (py::ssize_t i = 0, n = out.size(); i < n; ++i)
+    if (!std::isfinite(out.data()[i])) throw py::value_error(std::string(name) + " must be finite");
+  return out;
+}
+
+// PiecewiseHMC plus each chain's piece cache (chain r of every call continues from its own piece).
+struct PyPiecewiseHMC {
+  std::unique_ptr<egbas::PiecewiseHMC> hmc;
+  std::vector<egbas::PiecewiseHMC::Piece> pieces;
+  std::mutex mutex;
+
+  PyPiecewiseHMC(const py::object& A_obj, const py::object& c_obj, double slope, const py::object& L_obj,
+                 const py::object& e_obj, const py::object& w0_obj) {
+    f64_array A = as_f64(A_obj, "A", {-1, -1}, "(m, d)");
+    const int64_t m = A.shape(0), d = A.shape(1);
+    if (m == 0 || d == 0) throw py::value_error("A must have at least one row and column, got " + shape_str(A));
+    f64_array c = as_f64(c_obj, "c", {m}, "(m,) with m = A's rows");
+    f64_array L = as_f64(L_obj, "L", {-1, m}, "(k, m) with m = A's rows");
+    const int64_t k = L.shape(0);
+    if (k == 0) throw py::value_error("L must have at least one row (a selected unit), got " + shape_str(L));
+    f64_array e = as_f64(e_obj, "e", {k}, "(k,) with k = L's rows");
+    f64_array w0 = as_f64(w0_obj, "w0", {m}, "(m,) with m = A's rows");
+    if (!(slope >= 0) || !std::isfinite(slope))
+      throw py::value_error("slope must be finite and >= 0, got " + std::to_string(slope));
+    for (int64_t j = 0; j < m; ++j)
+      if (w0.data()[j] != 1.0 && w0.data()[j] != slope)
+        throw py::value_error("w0 must hold 1 or slope for every hidden unit");
+    py::gil_scoped_release nogil;
+    hmc = std::make_unique<egbas::PiecewiseHMC>(A.data(), c.data(), slope, L.data(), e.data(), w0.data(), m, d, k);
+  }
+
+  std::pair<py::array_t<double>, py::array_t<int64_t>> run(const py::object& z_obj, const py::object& v_obj,
+                                                           double travel, int64_t max_bounces) {
+    const int64_t d = hmc->d();
+    f64_array z_in = as_f64(z_obj, "z", {-1, d}, "(C, d) with d = A's columns");
+    const int64_t C = z_in.shape(0);
+    f64_array v_in = as_f64(v_obj, "v", {C, d}, "(C, d) like z");
+    if (!(travel > 0) || !std::isfinite(travel))
+      throw py::value_error("travel must be positive and finite, got " + std::to_string(travel));
+    if (max_bounces <= 0) throw py::value_error("max_bounces must be positive, got " + std::to_string(max_bounces));
+    py::array_t<double> z({C, d});
+    std::vector<double> v(v_in.data(), v_in.data() + C * d);
+    std::copy(z_in.data(), z_in.data() + C * d, z.mutable_data());
+    py::array_t<int64_t> bounces(C);
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mutex);
+      hmc->trajectories(pieces, z.mutable_data(), v.data(), C, travel, max_bounces, bounces.mutable_data());
+    }
+    return {z, bounces};
+  }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -244,6 +305,15 @@ PYBIND11_MODULE(_core, m) {
         return "Tree(dim=" + std::to_string(t.tree.dim()) + ", size=" + std::to_string(t.tree.size()) +
                ", capacity=" + std::to_string(t.tree.capacity()) + ")";
       });
+  py::class_<PyPiecewiseHMC>(m, "PiecewiseHMC")
+      .def(py::init<const py::object&, const py::object&, double, const py::object&, const py::object&,
+                    const py::object&>(),
+           py::arg("A"), py::arg("c"), py::arg("slope"), py::arg("L"), py::arg("e"), py::arg("w0"))
+      .def("run", &PyPiecewiseHMC::run, py::arg("z"), py::arg("v"), py::arg("travel"), py::arg("max_bounces"))
+      .def_property_readonly("shape", [](const PyPiecewiseHMC& p) {
+        return py::make_tuple(p.hmc->m(), p.hmc->d(), p.hmc->k());
+      })
+      .def_property_readonly("nonzeros", [](const PyPiecewiseHMC& p) { return p.hmc->nonzeros(); });
   // Optional CUDA kernels: same contract as nearest / pack_signs, host arrays in and out.
   m.def("cuda_available", [] {
 #ifdef EGBAS_HAVE_CUDA

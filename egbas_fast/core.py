@@ -40,6 +40,15 @@ Functions:
       value (or threshold) raises ValueError; +-inf are ordinary values.
   mismatch_count(bits, ref, mask)     (B, w), (w,), (w,) uint64 -> (B,) int32:
       popcount((bits ^ ref) & mask) per row.
+  PiecewiseHMC(A (m, d), c (m,), slope, L (k, m), e (k,), w0 (m,))   exact HMC for N(0, I) truncated to
+      {z : L act(A z + c) + e > 0}, act(p) = p above 0 and slope * p below (slope >= 0; w0: 1 or slope per
+      hidden unit, the piece chains start in). Inputs are converted to float64 (no rounding to float32) and
+      must be finite. L is kept as sparse columns.
+      .run(z (C, d), v (C, d), travel, max_bounces) -> (end float64 (C, d), bounces int64 (C,)): one
+          trajectory per chain from z (inside) with velocity v; bounces[r] = walls hit, or -1 when
+          max_bounces walls did not finish it (end[r] is then meaningless: keep the old state). Chain r
+          keeps its current piece between calls (a cache; its arithmetic is the same whatever the thread
+          count, so results never depend on it). .shape = (m, d, k), .nonzeros = L's nonzero count.
   set_num_threads(k) / get_num_threads()   k >= 1 threads; k = 0 restores the default.
   simd_isa()                          the instruction set the kernels use ("avx512", "avx2", "scalar").
   cuda_available(), nearest_cuda(points, queries), pack_signs_cuda(values, threshold=0.0)
@@ -48,6 +57,7 @@ Functions:
       cuda_available() is False and the *_cuda functions raise RuntimeError.
 """
 from ._core import (  # noqa: F401
+    PiecewiseHMC,
     Tree,
     cuda_available,
     get_num_threads,
@@ -65,6 +75,7 @@ from ._core import (  # noqa: F401
 )
 
 __all__ = [
+    "PiecewiseHMC",
     "Tree",
     "cuda_available",
     "get_num_threads",

@@ -38,7 +38,6 @@ Four kernels, the first that applies chosen automatically (`method="auto"`):
 Mixing is measured, not assumed: split R-hat and the effective sample size (Geyer's initial positive sequence over
 all chains, as Stan computes them) of the distance from the query and of projections on fixed random directions.
 """
-import copy
 import math
 import time
 import warnings
@@ -46,7 +45,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from ._checks import positive_int
@@ -256,12 +254,6 @@ class PiecewiseAffine:
     L: np.ndarray  # (k, m) the selected units' sign-deciding values from the hidden activations
     e: np.ndarray  # (k,)
 
-    @property
-    def LT(self):  # (m, k) C-contiguous: a hidden unit's column of L is one row (gathered per switch)
-        if getattr(self, "_LT", None) is None or self._LT.shape[::-1] != self.L.shape:
-            self._LT = np.ascontiguousarray(self.L.T)
-        return self._LT
-
     def values(self, Z):
         """(n, d) -> (n, k) signed sign-deciding values (> 0 inside)."""
         P = Z @ self.A.T + self.c
@@ -357,115 +349,6 @@ def piecewise_affine(region, n_checks=16, seed=0):
     s = np.where(v0 > 0, 1.0, -1.0)
     pw.L, pw.e = pw.L * s[:, None], pw.e * s
     return pw, spent
-
-
-def _exit_times(a, b, c):
-    """Times in [0, 2 pi) at which a cos t + b sin t + c crosses 0 downward (inside -> outside), inf where never.
-
-    With a cos t + b sin t = R cos(t - phi), the zeros are phi +- arccos(-c / R); the derivative -R sin(t - phi)
-    is negative at phi + arccos(-c / R) only: the other zero is an entry, never the exit of a particle inside."""
-    R = np.hypot(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = -c / R
-        t = np.mod(np.arctan2(b, a) + np.arccos(np.clip(ratio, -1.0, 1.0)), 2 * math.pi)
-    return np.where(np.abs(ratio) < 1.0, t, np.inf)
-
-
-class _Piece:
-    """One chain's current affine piece: the selected values are h(z) = J z + e there, J = L diag(w) A and
-    e = L (w * c) + e0 for the hidden slopes w. Moving to another piece changes J by one rank-1 term per hidden
-    unit that switched, so a chain carries its piece instead of recomputing the k x d Jacobian."""
-
-    def __init__(self, pw, w):
-        self.pw, self.w = pw, np.full(len(pw.c), pw.slope)
-        self.J = pw.slope * (pw.L @ pw.A)
-        self.e = pw.slope * (pw.L @ pw.c) + pw.e
-        self.move_to(w)
-
-    def move_to(self, w):
-        pw = self.pw
-        j = np.flatnonzero(w != self.w)
-        if j.size:
-            cols = pw.LT[j].T * (w[j] - self.w[j])  # (k, s)
-            self.J += cols @ pw.A[j]
-            self.e += cols @ pw.c[j]
-            self.w = w.copy()
-
-
-def _piecewise_trajectory(pw, piece, z, v, travel=HMC_TIME, first_block=4, max_block=256):
-    """Exact HMC for N(0, I) truncated to the piecewise-affine region `pw`, one chain: (d,) z, v -> (end, ok).
-
-    The free motion is z cos t + v sin t. Each hidden pre-activation p_j(t) = A_j z(t) + c_j is a sinusoid, so the
-    times where a hidden unit switches piece are closed-form; between two switches every selected value
-    h_i(t) = L_i act(p(t)) + e_i is again a sinusoid, whose coefficients change by one column of L per switch.
-    The particle passes hidden switches untouched (the potential is the same on both sides: Mohasel Afshar &
-    Domke, NeurIPS 2015) and reflects off the selected unit it leaves through, on that unit's gradient in the
-    current piece; travel and energy are exact, so the trajectory is reversible and volume-preserving.
-    `piece` (the chain's `_Piece`) is moved along.
-    """
-    A, c, LT, slope = pw.A, pw.c, pw.LT, pw.slope
-    left = travel
-    pa, pb = A @ z, A @ v  # hidden pre-activations (minus c) of the position and the velocity
-    for _ in range(MAX_BOUNCES):
-        block = first_block
-        w = np.where(pa + c > 0, 1.0, slope)  # the hidden units' slopes at the segment's start
-        piece.move_to(w)
-        # hidden switches in (0, left): both zeros of each sinusoid (every zero is a switch)
-        R = np.hypot(pa, pb)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = -c / R
-        j = np.flatnonzero(np.abs(ratio) < 1.0)
-        phi, delta = np.arctan2(pb[j], pa[j]), np.arccos(ratio[j])
-        ts = np.concatenate([np.mod(phi - delta, 2 * math.pi), np.mod(phi + delta, 2 * math.pi)])
-        js = np.concatenate([j, j])
-        keep = (ts > 0) & (ts < left)
-        order = np.argsort(ts[keep], kind="stable")
-        ts, js = ts[keep][order], js[keep][order]
-        first = np.zeros(len(js), bool)
-        first[np.unique(js, return_index=True)[1]] = True
-        w_before = np.where(first, w[js], 1.0 + slope - w[js])
-        dw = 1.0 + slope - 2.0 * w_before  # slope change of the switching unit
-        # coefficients (cos, sin, const) of every selected value on the first piece, then one column per switch
-        H = np.stack([piece.J @ z, piece.J @ v, piece.e])[:, None]  # (3, 1, k)
-        step = np.stack([pa[js], pb[js], c[js]]) * dw  # (3, K)
-        bounds = np.concatenate([[0.0], ts, [left]])  # piece i spans bounds[i] .. bounds[i + 1]
-        hit, i0 = None, 0
-        while i0 <= len(ts) and hit is None:
-            i1 = min(i0 + block, len(ts) + 1)  # pieces i0 .. i1-1; switches i0 .. i1-2 inside the block
-            block = min(2 * block, max_block)  # most segments end within a few pieces: start small
-            coef = np.empty((3, i1 - i0, LT.shape[1]))  # (3, b, k): cos, sin, const of each piece's values
-            coef[:, 0] = 0.0
-            np.multiply(LT[js[i0:i1 - 1]][None], step[:, i0:i1 - 1, None], out=coef[:, 1:])
-            np.cumsum(coef, 1, out=coef)
-            coef += H
-            a, b, cc = coef  # (b, k) each
-            lo, hi = bounds[i0:i1, None], bounds[i0 + 1:i1 + 1, None]
-            # cheap screen: a value that is positive at both ends of its piece and cannot dip below 0 in between
-            # (|h''| <= |a| + |b|, so h >= min(ends) - (|a| + |b|) width^2 / 8) does not exit there
-            ends = np.minimum(a * np.cos(lo) + b * np.sin(lo), a * np.cos(hi) + b * np.sin(hi)) + cc
-            rows, cols = np.nonzero(ends <= (np.abs(a) + np.abs(b)) * (hi - lo) ** 2 / 8)
-            if rows.size:
-                t = _exit_times(a[rows, cols], b[rows, cols], cc[rows, cols])
-                t[(t < lo[rows, 0]) | (t > hi[rows, 0]) | (t <= 0)] = np.inf
-                best = int(t.argmin())
-                if np.isfinite(t[best]):
-                    hit = t[best], cols[best], i0 + rows[best]
-            if hit is None and i1 <= len(ts):
-                H = coef[:, -1:] + LT[js[i1 - 1]] * step[:, i1 - 1, None, None]
-            i0 = i1
-        if hit is None:
-            return z * math.cos(left) + v * math.sin(left), True
-        tt, unit, p = hit
-        flips = np.bincount(js[:p], minlength=len(w)) % 2 == 1  # hidden units switched before the hit
-        piece.move_to(np.where(flips, 1.0 + slope - w, w))
-        cos, sin = math.cos(tt), math.sin(tt)
-        z, v = z * cos + v * sin, -z * sin + v * cos
-        pa, pb = pa * cos + pb * sin, -pa * sin + pb * cos
-        normal = piece.J[unit]  # the gradient of the selected value on the current piece
-        kick = 2.0 * (v @ normal) / (normal @ normal)
-        v, pb = v - kick * normal, pb - kick * (A @ normal)
-        left -= tt
-    return z, False
 
 
 # --------------------------------------------------------------------------------- any layer: reflective HMC
@@ -620,7 +503,7 @@ class RegionSampler:
         if self.prior.kind == "uniform" and not ((q >= self.prior.low) & (q <= self.prior.high)).all():
             raise ValueError(f"the query lies outside the prior's box [{self.prior.low}, {self.prior.high}]^d")
         self.evaluations = 0
-        self.F = self.g = self.gram = self.pw = self.pieces = self.sv = None
+        self.F = self.g = self.gram = self.pw = self.hmc = self.sv = None
         if method in ("auto", "polytope") and hasattr(region, "_module"):
             poly = polytope(region, seed=seed)
             self.evaluations += region.dim + 1 + 16
@@ -688,14 +571,14 @@ class RegionSampler:
         return self.visited.copy()
 
     def _piecewise(self, v):
-        # one BLAS thread: these matrix-vector products are small, and a multi-threaded BLAS competing with
-        # torch's threads was measured 50x slower on a busy 2-core machine; also keeps results thread-count free
-        with threadpool_limits(1, user_api="blas"):
-            if self.pieces is None:  # every chain starts at the query, in the query's piece
-                first = _Piece(self.pw, np.where(self.pw.A @ self.z[0] + self.pw.c > 0, 1.0, self.pw.slope))
-                self.pieces = [first] + [copy.deepcopy(first) for _ in range(len(self.z) - 1)]
-            ends = [_piecewise_trajectory(self.pw, piece, z, u) for piece, z, u in zip(self.pieces, self.z, v)]
-        return np.array([e for e, _ in ends]), np.array([ok for _, ok in ends])
+        if self.hmc is None:  # every chain starts at the query, in the query's piece
+            from . import core
+
+            pw = self.pw
+            self.hmc = core.PiecewiseHMC(pw.A, pw.c, pw.slope, pw.L, pw.e,
+                                         np.where(pw.A @ self.z[0] + pw.c > 0, 1.0, pw.slope))
+        end, bounces = self.hmc.run(self.z, v, HMC_TIME, MAX_BOUNCES)
+        return end, bounces >= 0
 
     def _shrink(self, propose, lo, hi, t):
         """Neal's shrinkage, batched: propose(rows, t) -> points; bracket [lo, hi] shrinks toward 0 until inside."""

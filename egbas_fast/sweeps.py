@@ -239,11 +239,19 @@ class ModelSource:
 _WORKER_MODEL = {}  # in a worker: {token: model}, the model of the sweep being served (loaded once)
 
 
-def _init_pool_worker(source):
+def _one_thread_per_worker():
+    """K single-threaded workers beat K workers fighting over every core: torch's and the C++ core's threads."""
     import torch
 
+    from . import core
+
+    torch.set_num_threads(1)
+    core.set_num_threads(1)
+
+
+def _init_pool_worker(source):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it cancels and lets rows in flight end
-    torch.set_num_threads(1)  # K single-threaded workers beat K workers fighting over every core
+    _one_thread_per_worker()
     _WORKER_MODEL["pool"] = source.load()
 
 
@@ -255,12 +263,11 @@ def _ray_row(model_box, token, task):
     """A Ray task. model_box = [ObjectRef]: boxed so Ray does not fetch it for every task; a worker fetches the
     weights once per sweep (token) and keeps them."""
     import ray
-    import torch
 
     if token not in _WORKER_MODEL:
         _WORKER_MODEL.clear()
         _WORKER_MODEL[token] = ray.get(model_box[0])
-    torch.set_num_threads(1)
+    _one_thread_per_worker()
     return run_row(_WORKER_MODEL[token], task)
 
 

@@ -3,6 +3,7 @@
 #include "bits.hpp"
 #include "nearest.hpp"
 #include "parallel.hpp"
+#include "piecewise.hpp"
 #include "rng.hpp"
 #include "simd.hpp"
 #include "steer.hpp"
