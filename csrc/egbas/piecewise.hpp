@@ -39,12 +39,41 @@ namespace detail {
   }                                                                                                              \
   /* flags[i] = 1 unless value i (a cos t + b sin t + c) is positive at both ends of [lo, hi] and cannot dip   \
      below 0 in between: |h''| <= |a| + |b|, so h >= min(ends) - (|a| + |b|) (hi - lo)^2 / 8 */                \
-  inline void screen_##suffix(const double* a, const double* b, const double* c, int64_t k, double cos_lo,       \
-                              double sin_lo, double cos_hi, double sin_hi, double reach, unsigned char* flags) {  \
+  inline int64_t screen_##suffix(const double* a, const double* b, const double* c, int64_t k, double cos_lo,    \
+                                 double sin_lo, double cos_hi, double sin_hi, double reach, unsigned char* flags) {  \
+    int64_t flagged = 0;                                                                                         \
     for (int64_t i = 0; i < k; ++i) {                                                                            \
       const double at_lo = a[i] * cos_lo + b[i] * sin_lo, at_hi = a[i] * cos_hi + b[i] * sin_hi;                 \
       const double ends = (at_lo < at_hi ? at_lo : at_hi) + c[i];                                                \
       flags[i] = ends <= (std::fabs(a[i]) + std::fabs(b[i])) * reach;                                            \
+      flagged += flags[i];                                                                                       \
+    }                                                                                                            \
+    return flagged;                                                                                              \
+  }                                                                                                              \
+  /* out[r] = M[r] . x: four partial sums in a fixed order (vectorisable, the same bits on every instruction set) */ \
+  inline void matvec_##suffix(const double* M, const double* x, int64_t rows, int64_t cols, double* out) {        \
+    for (int64_t r = 0; r < rows; ++r) {                                                                         \
+      const double* row = M + r * cols;                                                                          \
+      double sx[4] = {0, 0, 0, 0};                                                                               \
+      int64_t t = 0;                                                                                             \
+      for (; t + 4 <= cols; t += 4)                                                                              \
+        for (int q = 0; q < 4; ++q) sx[q] += row[t + q] * x[t + q];                                              \
+      for (; t < cols; ++t) sx[0] += row[t] * x[t];                                                              \
+      out[r] = (sx[0] + sx[1]) + (sx[2] + sx[3]);                                                                \
+    }                                                                                                            \
+  }                                                                                                              \
+  /* the same for two vectors at once (one pass over M) */                                                      \
+  inline void matvec2_##suffix(const double* M, const double* x, const double* y, int64_t rows, int64_t cols,    \
+                               double* out_x, double* out_y) {                                                   \
+    for (int64_t r = 0; r < rows; ++r) {                                                                         \
+      const double* row = M + r * cols;                                                                          \
+      double sx[4] = {0, 0, 0, 0}, sy[4] = {0, 0, 0, 0};                                                         \
+      int64_t t = 0;                                                                                             \
+      for (; t + 4 <= cols; t += 4)                                                                              \
+        for (int q = 0; q < 4; ++q) sx[q] += row[t + q] * x[t + q], sy[q] += row[t + q] * y[t + q];             \
+      for (; t < cols; ++t) sx[0] += row[t] * x[t], sy[0] += row[t] * y[t];                                      \
+      out_x[r] = (sx[0] + sx[1]) + (sx[2] + sx[3]);                                                              \
+      out_y[r] = (sy[0] + sy[1]) + (sy[2] + sy[3]);                                                              \
     }                                                                                                            \
   }
 EGBAS_PIECEWISE_KERNELS(scalar)
@@ -61,12 +90,25 @@ inline void axpy(double alpha, const double* x, double* y, int64_t n) {
 #endif
   axpy_scalar(alpha, x, y, n);
 }
-inline void screen(const double* a, const double* b, const double* c, int64_t k, double cos_lo, double sin_lo,
-                   double cos_hi, double sin_hi, double reach, unsigned char* flags) {
+inline int64_t screen(const double* a, const double* b, const double* c, int64_t k, double cos_lo, double sin_lo,
+                      double cos_hi, double sin_hi, double reach, unsigned char* flags) {
 #if EGBAS_X86
   if (active_isa() != Isa::scalar) return screen_avx2(a, b, c, k, cos_lo, sin_lo, cos_hi, sin_hi, reach, flags);
 #endif
-  screen_scalar(a, b, c, k, cos_lo, sin_lo, cos_hi, sin_hi, reach, flags);
+  return screen_scalar(a, b, c, k, cos_lo, sin_lo, cos_hi, sin_hi, reach, flags);
+}
+inline void matvec(const double* M, const double* x, int64_t rows, int64_t cols, double* out) {
+#if EGBAS_X86
+  if (active_isa() != Isa::scalar) return matvec_avx2(M, x, rows, cols, out);
+#endif
+  matvec_scalar(M, x, rows, cols, out);
+}
+inline void matvec2(const double* M, const double* x, const double* y, int64_t rows, int64_t cols, double* out_x,
+                    double* out_y) {
+#if EGBAS_X86
+  if (active_isa() != Isa::scalar) return matvec2_avx2(M, x, y, rows, cols, out_x, out_y);
+#endif
+  matvec2_scalar(M, x, y, rows, cols, out_x, out_y);
 }
 
 constexpr double kTwoPi = 6.283185307179586;  // 2 pi as numpy's 2 * math.pi
@@ -104,10 +146,8 @@ class PiecewiseHMC {
   // usually touches a fraction of the selected units: a transposed convolution's receptive field).
   PiecewiseHMC(const double* A, const double* c, double slope, const double* L, const double* e, const double* w0,
                int64_t m, int64_t d, int64_t k)
-      : m_(m), d_(d), k_(k), slope_(slope), A_(A, A + m * d), AT_(m * d), c_(c, c + m), col_start_(m + 1, 0) {
+      : m_(m), d_(d), k_(k), slope_(slope), A_(A, A + m * d), c_(c, c + m), col_start_(m + 1, 0) {
     if (m <= 0 || d <= 0 || k <= 0) throw std::invalid_argument("PiecewiseHMC: sizes must be positive");
-    for (int64_t j = 0; j < m; ++j)
-      for (int64_t t = 0; t < d; ++t) AT_[t * m + j] = A[j * d + t];
     for (int64_t i = 0; i < k; ++i)
       for (int64_t j = 0; j < m; ++j) col_start_[j + 1] += L[i * m + j] != 0.0;
     for (int64_t j = 0; j < m; ++j) col_start_[j + 1] += col_start_[j];
@@ -155,8 +195,7 @@ class PiecewiseHMC {
     std::vector<unsigned char> flags(k);
     std::vector<std::pair<double, int64_t>> switches;  // a min-heap of (time, j) first zeros, (time, m + j) second
     const auto later = [](const std::pair<double, int64_t>& x, const std::pair<double, int64_t>& y) { return y < x; };
-    times_A(z, pa.data());  // hidden pre-activations minus c, of the position and the velocity
-    times_A(v, pb.data());
+    detail::matvec2(A_.data(), z, v, m, d, pa.data(), pb.data());  // hidden pre-activations minus c
     double left = travel;
     for (int64_t bounce = 0; bounce < max_bounces; ++bounce) {
       for (int64_t j = 0; j < m; ++j) w[j] = pa[j] + c_[j] > 0 ? 1.0 : slope_;  // slopes at the segment's start
@@ -182,8 +221,7 @@ class PiecewiseHMC {
       }
       std::make_heap(switches.begin(), switches.end(), later);
       // cos, sin, const coefficients of every selected value on the first piece
-      matvec(piece.J.data(), z, k, d, a.data());
-      matvec(piece.J.data(), v, k, d, b.data());
+      detail::matvec2(piece.J.data(), z, v, k, d, a.data(), b.data());
       std::copy(piece.e.begin(), piece.e.end(), cc.begin());
       // walk the pieces in time order until a selected value reaches 0
       double lo = 0.0, cos_lo = 1.0, sin_lo = 0.0, hit = std::numeric_limits<double>::infinity();
@@ -191,9 +229,9 @@ class PiecewiseHMC {
       for (;;) {
         const double hi = switches.empty() ? left : switches.front().first;
         const double cos_hi = std::cos(hi), sin_hi = std::sin(hi);
-        detail::screen(a.data(), b.data(), cc.data(), k, cos_lo, sin_lo, cos_hi, sin_hi, (hi - lo) * (hi - lo) / 8,
-                       flags.data());
-        for (int64_t i = 0; i < k; ++i) {
+        const int64_t flagged = detail::screen(a.data(), b.data(), cc.data(), k, cos_lo, sin_lo, cos_hi, sin_hi,
+                                               (hi - lo) * (hi - lo) / 8, flags.data());
+        for (int64_t i = 0; flagged && i < k; ++i) {
           if (!flags[i]) continue;
           const double t = detail::exit_time(a[i], b[i], cc[i]);
           if (t >= lo && t <= hi && t > 0 && t < hit) hit = t, unit = i;
@@ -229,7 +267,7 @@ class PiecewiseHMC {
       for (int64_t t = 0; t < d; ++t) vn += v[t] * normal[t], nn += normal[t] * normal[t];
       const double kick = 2.0 * vn / nn;
       detail::axpy(-kick, normal.data(), v, d);
-      times_A(normal.data(), An.data());
+      detail::matvec(A_.data(), normal.data(), m, d, An.data());
       detail::axpy(-kick, An.data(), pb.data(), m);
       left -= hit;
     }
@@ -256,23 +294,9 @@ class PiecewiseHMC {
       y[i] = -xi * sin_t + y[i] * cos_t;
     }
   }
-  // out (m) = A x, as a sum of A's columns (axpy: vectorised, the same summation order on every CPU)
-  void times_A(const double* x, double* out) const {
-    std::fill(out, out + m_, 0.0);
-    for (int64_t t = 0; t < d_; ++t) detail::axpy(x[t], AT_.data() + t * m_, out, m_);
-  }
-  static void matvec(const double* M, const double* x, int64_t rows, int64_t cols, double* out) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const double* row = M + r * cols;
-      double s = 0;
-      for (int64_t t = 0; t < cols; ++t) s += row[t] * x[t];
-      out[r] = s;
-    }
-  }
-
   int64_t m_, d_, k_;
   double slope_;
-  std::vector<double> A_, AT_, c_;  // A (m, d) and its transpose (d, m)
+  std::vector<double> A_, c_;
   std::vector<int64_t> col_start_, col_row_;  // L's nonzeros by column: rows col_row_[col_start_[j] .. [j + 1])
   std::vector<double> col_val_;
   Piece start_;
