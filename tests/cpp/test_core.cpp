@@ -212,6 +212,74 @@ void test_pool() {
   egbas::set_num_threads(0);
 }
 
+
+// PiecewiseHMC on a random region {z : L relu_0.1(A z + c) + e > 0} built around a start inside: every end is
+// inside (values recomputed here from the definition), trajectories hit walls, |end| stays within the energy
+// bound, and the ends are the same bits on every instruction set and thread count.
+void test_piecewise_hmc(std::mt19937& rng) {
+  const int64_t m = 30, d = 5, k = 10, C = 8;
+  const double slope = 0.1;
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<double> A(m * d), c(m), L(k * m), e(k), w0(m), z0(d), V(C * d), h(m);
+  for (auto& x : A) x = normal(rng);
+  for (auto& x : c) x = 0.5 * normal(rng);
+  for (auto& x : L) x = uniform(rng) < 0.5 ? normal(rng) : 0.0;
+  for (auto& x : z0) x = 0.5 * normal(rng);
+  for (auto& x : V) x = normal(rng);
+  const auto values = [&](const double* z, double* out) {  // L act(A z + c) + e, from the definition
+    for (int64_t j = 0; j < m; ++j) {
+      double p = c[j];
+      for (int64_t t = 0; t < d; ++t) p += A[j * d + t] * z[t];
+      h[j] = p > 0 ? p : slope * p;
+    }
+    for (int64_t i = 0; i < k; ++i) {
+      double s = e[i];
+      for (int64_t j = 0; j < m; ++j) s += L[i * m + j] * h[j];
+      out[i] = s;
+    }
+  };
+  std::vector<double> v0(k);
+  values(z0.data(), v0.data());  // with e = 0
+  for (int64_t i = 0; i < k; ++i) e[i] = 0.05 - v0[i];  // every selected value 0.05 at the start: walls all around
+  for (int64_t j = 0; j < m; ++j) {
+    double p = c[j];
+    for (int64_t t = 0; t < d; ++t) p += A[j * d + t] * z0[t];
+    w0[j] = p > 0 ? 1.0 : slope;
+  }
+  const auto run = [&](std::vector<double>* Z, std::vector<int64_t>* bounces) {
+    egbas::PiecewiseHMC hmc(A.data(), c.data(), slope, L.data(), e.data(), w0.data(), m, d, k);
+    std::vector<egbas::PiecewiseHMC::Piece> pieces;
+    std::vector<double> Vc = V;
+    Z->resize(C * d);
+    bounces->resize(C);
+    for (int64_t r = 0; r < C; ++r) std::copy(z0.begin(), z0.end(), Z->begin() + r * d);
+    hmc.trajectories(pieces, Z->data(), Vc.data(), C, 1.5707963267948966, 2000, bounces->data());
+  };
+  std::vector<double> Z, Z1;
+  std::vector<int64_t> bounces, bounces1;
+  run(&Z, &bounces);
+  std::vector<double> out(k);
+  for (int64_t r = 0; r < C; ++r) {
+    CHECK(bounces[r] > 0);
+    values(Z.data() + r * d, out.data());
+    for (int64_t i = 0; i < k; ++i) CHECK(out[i] > -1e-9);
+    double energy = 0, radius = 0;
+    for (int64_t t = 0; t < d; ++t) energy += z0[t] * z0[t] + V[r * d + t] * V[r * d + t], radius += Z[r * d + t] * Z[r * d + t];
+    CHECK(radius <= energy + 1e-9);
+  }
+  const egbas::Isa best = egbas::active_isa();
+  egbas::limit_isa(egbas::Isa::scalar);
+  egbas::set_num_threads(1);
+  run(&Z1, &bounces1);
+  CHECK(Z1 == Z && bounces1 == bounces);
+  egbas::set_num_threads(2);
+  run(&Z1, &bounces1);
+  CHECK(Z1 == Z && bounces1 == bounces);
+  egbas::set_num_threads(0);
+  egbas::limit_isa(best);
+}
+
 }  // namespace
 
 int main() {
@@ -229,6 +297,7 @@ int main() {
   test_nearest_rejects_bad_input();
   test_philox_known_answers();
   test_pool();
+  test_piecewise_hmc(rng);
   std::printf("%s: %d failed checks\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
 }
