@@ -75,7 +75,7 @@ def trajectory_table(n_trajectories=32, layer="main.5", query_seed=0):
         core.set_num_threads(threads)
         hmc = core.PiecewiseHMC(pw.A, pw.c, pw.slope, pw.L, pw.e, w0)
         t = time.perf_counter()
-        end, bounces = hmc.run(Z, V, HMC_TIME, MAX_BOUNCES)
+        end, bounces, _ = hmc.run(Z, V, HMC_TIME, MAX_BOUNCES)
         rows.append((f"core.PiecewiseHMC, {threads} thread{'s' * (threads > 1)}", time.perf_counter() - t))
         ends.append(end)
     core.set_num_threads(0)

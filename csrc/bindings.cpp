@@ -261,8 +261,8 @@ struct PyPiecewiseHMC {
     hmc = std::make_unique<egbas::PiecewiseHMC>(A.data(), c.data(), slope, L.data(), e.data(), w0.data(), m, d, k);
   }
 
-  std::pair<py::array_t<double>, py::array_t<int64_t>> run(const py::object& z_obj, const py::object& v_obj,
-                                                           double travel, int64_t max_bounces) {
+  py::tuple run(const py::object& z_obj, const py::object& v_obj, double travel, int64_t max_bounces,
+               int64_t record) {
     const int64_t d = hmc->d();
     f64_array z_in = as_f64(z_obj, "z", {-1, d}, "(C, d) with d = A's columns");
     const int64_t C = z_in.shape(0);
@@ -270,16 +270,18 @@ struct PyPiecewiseHMC {
     if (!(travel > 0) || !std::isfinite(travel))
       throw py::value_error("travel must be positive and finite, got " + std::to_string(travel));
     if (max_bounces <= 0) throw py::value_error("max_bounces must be positive, got " + std::to_string(max_bounces));
-    py::array_t<double> z({C, d});
+    if (record < 0) throw py::value_error("record must be >= 0, got " + std::to_string(record));
+    py::array_t<double> z({C, d}), path({C, record, d});
     std::vector<double> v(v_in.data(), v_in.data() + C * d);
     std::copy(z_in.data(), z_in.data() + C * d, z.mutable_data());
     py::array_t<int64_t> bounces(C);
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mutex);
-      hmc->trajectories(pieces, z.mutable_data(), v.data(), C, travel, max_bounces, bounces.mutable_data());
+      hmc->trajectories(pieces, z.mutable_data(), v.data(), C, travel, max_bounces, bounces.mutable_data(), record,
+                        path.mutable_data());
     }
-    return {z, bounces};
+    return py::make_tuple(z, bounces, path);
   }
 };
 
@@ -309,7 +311,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<const py::object&, const py::object&, double, const py::object&, const py::object&,
                     const py::object&>(),
            py::arg("A"), py::arg("c"), py::arg("slope"), py::arg("L"), py::arg("e"), py::arg("w0"))
-      .def("run", &PyPiecewiseHMC::run, py::arg("z"), py::arg("v"), py::arg("travel"), py::arg("max_bounces"))
+      .def("run", &PyPiecewiseHMC::run, py::arg("z"), py::arg("v"), py::arg("travel"), py::arg("max_bounces"),
+           py::arg("record") = 0)
       .def_property_readonly("shape", [](const PyPiecewiseHMC& p) {
         return py::make_tuple(p.hmc->m(), p.hmc->d(), p.hmc->k());
       })

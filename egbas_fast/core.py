@@ -44,9 +44,10 @@ Functions:
       {z : L act(A z + c) + e > 0}, act(p) = p above 0 and slope * p below (slope >= 0; w0: 1 or slope per
       hidden unit, the piece chains start in). Inputs are converted to float64 (no rounding to float32) and
       must be finite. L is kept as sparse columns.
-      .run(z (C, d), v (C, d), travel, max_bounces) -> (end float64 (C, d), bounces int64 (C,)): one
-          trajectory per chain from z (inside) with velocity v; bounces[r] = walls hit, or -1 when
-          max_bounces walls did not finish it (end[r] is then meaningless: keep the old state). Chain r
+      .run(z (C, d), v (C, d), travel, max_bounces, record=0) -> (end float64 (C, d), bounces int64 (C,),
+          path float64 (C, record, d)): one trajectory per chain from z (inside) with velocity v; bounces[r] =
+          walls hit, or -1 when max_bounces walls did not finish it (end[r] and path[r] are then meaningless:
+          keep the old state); path[r, i] = the position at time travel * (i + 1) / record. Chain r
           keeps its current piece between calls (a cache; its arithmetic is the same whatever the thread
           count, so results never depend on it). .shape = (m, d, k), .nonzeros = L's nonzero count.
   set_num_threads(k) / get_num_threads()   k >= 1 threads; k = 0 restores the default.

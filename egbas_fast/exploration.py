@@ -32,9 +32,8 @@ STEP_FRACTION = 0.5  # default step = this * median ray distance r from the quer
 RADIUS_FACTOR = 3.0  # default targets lie at about this * r from the query: the tree is pulled to the boundary
 MAX_CHECKS = 8  # most points evaluated on one extension (prior mode): longer segments are checked more coarsely
 TARGET_CHAINS = 64  # restricted-prior chains that supply the targets (prior mode), advanced together
-REFLECTIVE_WARMUP = 2  # trajectories per chain before the reflective kernel's positions become targets
-TARGET_EVERY = 4  # of a reflective trajectory's checked positions, every 4th is a target (8 per trajectory): with
-# all 32 the targets of a 500-node tree came from 16 trajectories and its nodes traced 16 curves
+TRAJECTORY_WARMUP = 2  # trajectories per chain before a piecewise / reflective chain's states become targets (one
+# from the query already reaches the region's typical distance; sample_region's longer warm-up is for its R-hat)
 PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/radius ends instead of spinning
 
 
@@ -127,7 +126,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
     proposals even if the tree is smaller (default 50 * n). seed: same seed -> same tree, whatever the thread
     count.
     """
-    from .sampling import REFLECT_CHECKS, RegionSampler, as_prior, default_chains, default_warmup
+    from .sampling import RegionSampler, as_prior, default_chains, default_warmup
 
     check_region(region)
     n = positive_int(n, "n")
@@ -164,11 +163,12 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         # the kernel sample_region uses: exact HMC on affine (polytope) and affine -> ReLU -> affine (piecewise)
         # prefixes, reflective otherwise; their trajectories cost ~100+ forwards' work, so they run fewer chains
         sampler = RegionSampler(region, chains=min(n, TARGET_CHAINS), prior=prior, seed=seed)
-        if sampler.method in ("piecewise", "reflective"):
+        trajectories = sampler.method in ("piecewise", "reflective")
+        if trajectories:
             sampler.use_chains(default_chains(sampler.method, n))
-        # targets from the restricted prior, not the query's start; a reflective trajectory gives 8 targets
-        # (its positions at fixed times) and its first one already reaches the region's typical distance
-        for _ in range(REFLECTIVE_WARMUP if sampler.method == "reflective" else default_warmup(sampler.method)):
+        # targets from the restricted prior, not the query's start; a trajectory gives 8 targets (its positions
+        # at fixed times)
+        for _ in range(TRAJECTORY_WARMUP if trajectories else default_warmup(sampler.method)):
             sampler.step()
         member_seconds += time.perf_counter() - t
     queue = np.empty((0, query.size), np.float32)
@@ -190,10 +190,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
             while len(queue) < b:
                 t = time.perf_counter()
                 sampler.step()  # every state evaluated inside (and in bounds)
-                visited = sampler.visited
-                if sampler.method == "reflective":  # time-major (checks, chains): one position in TARGET_EVERY
-                    visited = visited.reshape(REFLECT_CHECKS, -1, query.size)[TARGET_EVERY - 1::TARGET_EVERY]
-                queue = np.concatenate([queue, visited.reshape(-1, query.size)])
+                queue = np.concatenate([queue, sampler.visited])  # trajectory kernels: 8 positions each
                 member_seconds += time.perf_counter() - t
             targets, queue = queue[:b], queue[b:]
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start

@@ -21,19 +21,22 @@ Four kernels, the first that applies chosen automatically (`method="auto"`):
     with closed-form exit times, the particle passes switches untouched and reflects off the selected units on
     their gradient in the current piece (reflective HMC, Mohasel Afshar & Domke, NeurIPS 2015, with exact hit
     times: no step size, no grid to miss a thin excursion). Face DCGAN main.5, keep 5%: split R-hat ~1.0 and
-    ~4 forwards per effective sample, against R-hat 12.9 and ~860 for the slice kernel (bench/bench_sampling.py);
-    in seconds a trajectory costs ~100 forwards' work (~120 reflections, thousands of hidden switches).
-  * "reflective" (normal prior, any layer of a model): the same reflective HMC with the model itself as the
+    ~4-5 forwards per effective sample, against R-hat 12.9 and ~860 for the slice kernel (bench/bench_sampling.py).
+    The trajectory runs in the C++ core (`core.PiecewiseHMC`; ~60 reflections and thousands of hidden switches,
+    ~80-100 ms per trajectory on one core at face main.5, chains in parallel).
+  * "reflective" (any layer of a model): the same reflective HMC with the model itself as the
     oracle: membership checked 32 times per trajectory on a fixed time grid, a wall met between two checks
     bracketed (regula falsi) and reflected off the exiting unit's input gradient (one batched backward). Walls
     thinner than a check interval can be crossed unseen, so it is not exact; the tests hold it to rejection
     sampling on three-layer toys and it agrees with the exact kernels on face main.2. Where the slice kernel does
     not mix (mnist DCGAN main.11, keep 5%: split R-hat ~10) it does: R-hat 1.01, ESS above n, ~255 forwards per
     effective sample. A trajectory costs ~200-1,500 forwards (its walls: ~30-130 at keep 5%, face main.2-main.8).
+    A uniform prior on a box (a classifier's pixels): straight lines at a unit-variance velocity, folded at the
+    box's faces (exact billiard reflections), for half the box's width of travel; the region's walls as above.
   * "slice" (any layer, any model; membership only): normal prior: elliptical slice sampling (Murray, Adams,
     MacKay, AISTATS 2010) with the region's indicator as likelihood: exact, no step size; box prior: slice
-    sampling along a random chord of the box with Neal's shrinkage toward the current point. The uniform prior
-    of a bounded region (a classifier's pixels) still uses it beyond the first layer.
+    sampling along a random chord of the box with Neal's shrinkage toward the current point. For regions that
+    are not a model's layer (only `contains`).
 
 Mixing is measured, not assumed: split R-hat and the effective sample size (Geyer's initial positive sequence over
 all chains, as Stan computes them) of the distance from the query and of projections on fixed random directions.
@@ -54,6 +57,9 @@ from .region import check_region
 RHAT_WARN = 1.1  # split R-hat above this: chains disagree, samples are not yet from the restricted prior
 ESS_WARN = 0.1  # effective sample size below this share of n: warn
 HMC_TIME = math.pi / 2  # travel time of one exact-HMC trajectory (a quarter turn: independent in a free Gaussian)
+# a uniform prior's trajectory (unit-variance velocity, straight lines folded at the box): half the box's width, so
+# its 32 checks are as far apart, relative to the prior's spread, as a quarter turn's under N(0, I)
+UNIFORM_TRAVEL = 0.5
 METHODS = ("auto", "polytope", "piecewise", "reflective", "slice")
 MAX_BOUNCES = 2000  # a trajectory still bouncing after this many walls is rejected (the chain stays put)
 RESYNC_BOUNCES = 16  # the walls' values are recomputed from the positions this often along a trajectory
@@ -139,25 +145,15 @@ def polytope(region, n_checks=16, seed=0):
     else the layer's output minus the threshold. They are read at the query and at the query + e_j (d + 1
     forwards), then compared with the affine prediction at `n_checks` prior samples and points near the query.
     """
-    from .layers import evaluating, one_thread, prefix_output
+    from .layers import one_thread
 
     spec = _sign_spec(region)
     if spec is None:
         return None
-    capture, shift = spec
-    module = region._module
-    units = torch.tensor(np.asarray(region.units))  # a copy: the units array is read-only
-
-    def values(Z):  # (n, d) float64 -> (n, k) float64 sign-deciding values of the selected units
-        with evaluating(region.model):
-            out = prefix_output(region.model, module, region.layer, region._to_model(torch.from_numpy(Z)),
-                                eval_mode=False, capture=capture)
-        return out.index_select(1, units.to(out.device)).double().cpu().numpy() - shift
-
     q = region.query.astype(np.float64)
     try:
         with one_thread():  # the fitted coefficients feed every trajectory: no thread-count dependent rounding
-            fit = _affine_fit(values, q, n_checks, seed)
+            fit = _affine_fit(SignedValues(region, spec).raw, q, n_checks, seed)
     except Exception:  # a module whose input is not one tensor, etc.: not our affine case
         return None
     if fit is None:
@@ -297,7 +293,7 @@ def piecewise_affine(region, n_checks=16, seed=0):
     spec = _sign_spec(region)
     if spec is None:
         return None, 0
-    capture, shift = spec
+    capture = spec[0]
     found = _first_activation(region)
     if found is None:
         return None, 1
@@ -305,17 +301,13 @@ def piecewise_affine(region, n_checks=16, seed=0):
     model, d, k = region.model, region.dim, len(region.units)
     q = region.query.astype(np.float64)
     slope = float(mid.negative_slope) if isinstance(mid, nn.LeakyReLU) else 0.0
-    units = torch.tensor(np.asarray(region.units))
 
     with evaluating(model), one_thread():  # no thread-count dependent rounding in the coefficients
+        sv = SignedValues(region, spec)  # the model's own values: their signs at the query define the region
+
         def hidden(Z):  # (n, d) -> (n, m) the hidden activation's input
             return prefix_output(model, mid, mid_name, region._to_model(torch.from_numpy(Z)), eval_mode=False,
                                  capture="input").double().cpu().numpy()
-
-        def values(Z):
-            out = prefix_output(model, region._module, region.layer, region._to_model(torch.from_numpy(Z)),
-                                eval_mode=False, capture=capture)
-            return out.index_select(1, units.to(out.device)).double().cpu().numpy() - shift
 
         fit = _affine_fit(hidden, q, n_checks, seed)
         spent = 2 + d + n_checks
@@ -328,26 +320,24 @@ def piecewise_affine(region, n_checks=16, seed=0):
         dtype, device = region._dtype, region.device
         zq = region._to_model(region._query_t[None])
         for start in range(0, k, 256):  # one row of the Jacobian per batch row
-            rows = units[start:start + 256]
+            rows = sv.units[start:start + 256]
             x = h0.to(device, dtype).expand(len(rows), m).reshape(len(rows), *mid_shape).clone().requires_grad_()
             out = prefix_output_replacing(model, region._module, region.layer, zq.expand(len(rows), *zq.shape[1:]),
                                           mid, x, capture=capture)
             out.gather(1, rows.to(out.device)[:, None]).sum().backward()
             L[start:start + len(rows)] = x.grad.reshape(len(rows), m).double().cpu().numpy()
         spent += 3 * k  # a forward and a backward per row: about three forwards' work
-        v0 = values(q[None])[0]  # the model's own values at the query: their signs define the region
-        e = v0 - h0.numpy() @ L.T
+        e = sv.at_query - h0.numpy() @ L.T
         rng = np.random.default_rng(seed + 1)
         Z = np.vstack([rng.standard_normal((n_checks // 2, d)), q + 0.5 * rng.standard_normal((n_checks // 2, d))])
-        got = values(Z)
+        got = sv.raw(Z)
         spent += 1 + n_checks
     pw = PiecewiseAffine(np.ascontiguousarray(A.T), c, slope, L, e)
     predicted = pw.values(Z)
     scale = np.abs(got).max() + 1e-6
     if not np.abs(got - predicted).max() <= 1e-4 * scale:
         return None, spent
-    s = np.where(v0 > 0, 1.0, -1.0)
-    pw.L, pw.e = pw.L * s[:, None], pw.e * s
+    pw.L, pw.e = pw.L * sv.sign[:, None], pw.e * sv.sign
     return pw, spent
 
 
@@ -355,6 +345,9 @@ def piecewise_affine(region, n_checks=16, seed=0):
 REFLECT_CHECKS = 32  # membership checks per quarter turn of free motion (a check every ~0.05 of travel time)
 REFLECT_TOL = 1e-5  # a wall's hit time is bracketed to this (travel time; ~1e-4 in latent distance)
 REFLECT_MAX_SEARCH = 60  # bracketing steps per wall before the trajectory is abandoned (chain stays put)
+# positions of a trajectory kept in `RegionSampler.visited` (explore's targets), at travel times T k / 8: with all
+# 32 checked positions the targets of a 500-node tree came from 16 trajectories and its nodes traced 16 curves
+VISITS_PER_TRAJECTORY = 8
 
 
 class SignedValues:
@@ -363,12 +356,11 @@ class SignedValues:
     unit[r]'s value at Z[r] (one batched forward and backward). For a sign-preserving activation at threshold 0
     the value is the activation's input (a ReLU's output is flat where the unit is off: no gradient to reflect on)."""
 
-    def __init__(self, region):
-        spec = _sign_spec(region) or ("output", region.threshold)
+    def __init__(self, region, spec=None):
+        spec = spec or _sign_spec(region) or ("output", region.threshold)
         self.region, (self.capture, self.shift) = region, spec
-        self.units = torch.tensor(np.asarray(region.units))
-        self.sign = np.ones(len(self.units))
-        v0 = self.values(region.query.astype(np.float64)[None])[0]
+        self.units = torch.tensor(np.asarray(region.units))  # a copy: the units array is read-only
+        self.at_query = v0 = self.raw(region.query.astype(np.float64)[None])[0]
         self.sign = np.where(v0 > 0, 1.0, -1.0)
         self.on = v0 > 0  # membership: value > 0 for units on at the query, <= 0 for units off
 
@@ -381,8 +373,12 @@ class SignedValues:
                                 capture=self.capture, grad=grad)
         return out.index_select(1, self.units.to(out.device)) - self.shift
 
+    def raw(self, Z):
+        """(n, d) float64 -> (n, k) float64 sign-deciding values, unsigned (as the layer computes them)."""
+        return self._raw(torch.from_numpy(np.ascontiguousarray(Z))).double().cpu().numpy()
+
     def values(self, Z):
-        return self._raw(torch.from_numpy(np.ascontiguousarray(Z))).double().cpu().numpy() * self.sign
+        return self.raw(Z) * self.sign
 
     def inside(self, V):
         """(n, k) signed values -> (n,) membership exactly as the region decides it."""
@@ -396,14 +392,31 @@ class SignedValues:
         return torch.autograd.grad(picked, Zt)[0].double().numpy()  # only the input's gradient: no weight grads
 
 
-def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
-    """HMC for N(0, I) restricted to the region of `sv` (a `SignedValues`), any prefix, all chains at once:
+def _motion(z0, v0, t, box=None):
+    """Positions and velocities at times t (n,) of the free motion from (z0, v0) (n, d): under N(0, I) the
+    rotation z0 cos t + v0 sin t; under a uniform prior on box = (low, high) the straight line z0 + v0 t, reflected
+    off the box's faces (each coordinate folds back and forth between low and high: specular billiard, exact)."""
+    t = t[:, None]
+    if box is None:
+        c, s = np.cos(t), np.sin(t)
+        return z0 * c + v0 * s, -z0 * s + v0 * c
+    low, high = box
+    width = high - low
+    y = np.mod(z0 + v0 * t - low, 2 * width)  # position along the unfolded line, one period = there and back
+    back = y > width
+    return np.clip(np.where(back, low + 2 * width - y, low + y), low, high), np.where(back, -v0, v0)
+
+
+def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS, box=None):
+    """HMC for N(0, I) (or a uniform prior on box = (low, high)) restricted to the region of `sv` (a
+    `SignedValues`), any prefix, all chains at once:
     (C, d) z, v -> (C, d) end points, (C,) ok, number of model evaluations, (C, checks, d) positions at the
     check times k travel / checks (the last: the end point). Each was evaluated inside, and each is a draw of the
     restricted prior where z is (the flow keeps that distribution at every fixed time): explore takes them all
     as targets, sample_region only the ends.
 
-    The free motion is z cos t + v sin t. Every chain checks its membership `checks` times per quarter turn; when a
+    The free motion is z cos t + v sin t (a uniform prior: straight lines folded at the box's faces, `_motion`).
+    Every chain checks its membership `checks` times per trajectory; when a
     check lands outside, the exit time in the last interval is bracketed to REFLECT_TOL (regula falsi, Illinois
     variant, on the value of the unit found outside; the side chosen by membership), and the particle reflects
     there off that unit's gradient (the wall's normal; reflective HMC, Mohasel Afshar & Domke, NeurIPS 2015).
@@ -439,7 +452,7 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
         # units) bisection
         t[bracketing] = np.where((f_lo > 0) & (f_hi < 0), np.clip(guess, lo + 0.01 * width, hi - 0.01 * width),
                                  lo + 0.5 * width)
-        P = z0[a] * np.cos(t)[:, None] + v0[a] * np.sin(t)[:, None]
+        P = _motion(z0[a], v0[a], t, box)[0]
         V = sv.values(P.astype(np.float32).astype(np.float64))
         evaluations += len(a)
         searched[b] += 1
@@ -461,9 +474,7 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
         ok[lost], done[lost] = False, True
         hit = a[(t_out[a] - t_in[a] <= REFLECT_TOL) & ~done[a]]  # NaN (not bracketing) compares False
         if hit.size:
-            th = t_in[hit][:, None]
-            zh = z0[hit] * np.cos(th) + v0[hit] * np.sin(th)
-            vh = -z0[hit] * np.sin(th) + v0[hit] * np.cos(th)
+            zh, vh = _motion(z0[hit], v0[hit], t_in[hit], box)
             normal = sv.gradient(zh.astype(np.float32).astype(np.float64), unit[hit])
             evaluations += 3 * len(hit)  # a forward and a backward: about three forwards' work
             into, norm2 = (vh * normal).sum(1), (normal * normal).sum(1)  # into < 0: leaving through this wall
@@ -475,8 +486,7 @@ def _reflective_trajectories(sv, z, v, travel=HMC_TIME, checks=REFLECT_CHECKS):
             bounces[hit] += 1
             stuck = hit[bounces[hit] > MAX_BOUNCES]
             ok[stuck], done[stuck] = False, True
-    end = z0 * np.cos(left)[:, None] + v0 * np.sin(left)[:, None]
-    return end, ok, evaluations, path
+    return _motion(z0, v0, left, box)[0], ok, evaluations, path
 
 # ------------------------------------------------------------------------------------------------- sampler
 class RegionSampler:
@@ -484,7 +494,8 @@ class RegionSampler:
 
     `step()` moves every chain once and returns the (chains, d) float32 states, each evaluated inside; `visited`
     then holds every state the step evaluated inside that is a draw of the target where the chain's start is: the
-    new states, and for the reflective kernel each trajectory's positions at its check times (explore's targets).
+    new states, and for the piecewise and reflective kernels 8 positions of each trajectory at fixed times
+    (explore's targets: each is a draw of the target where the chain's start is, as the flow keeps it).
     `evaluations` counts latents whose membership was evaluated (the model's prefix forwards), set-up included.
     """
 
@@ -496,9 +507,9 @@ class RegionSampler:
         self.rng = np.random.default_rng(check_seed(seed))
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-        if method in ("piecewise", "reflective") and self.prior.kind != "normal":
-            raise ValueError(f"method={method!r} samples the normal prior; use method='slice' (or 'auto') for a "
-                             "uniform prior")
+        if method == "piecewise" and self.prior.kind != "normal":
+            raise ValueError("method='piecewise' samples the normal prior; use method='reflective' (or 'auto') for "
+                             "a uniform prior")
         q = np.asarray(region.query, np.float64)
         if self.prior.kind == "uniform" and not ((q >= self.prior.low) & (q <= self.prior.high)).all():
             raise ValueError(f"the query lies outside the prior's box [{self.prior.low}, {self.prior.high}]^d")
@@ -506,7 +517,7 @@ class RegionSampler:
         self.F = self.g = self.gram = self.pw = self.hmc = self.sv = None
         if method in ("auto", "polytope") and hasattr(region, "_module"):
             poly = polytope(region, seed=seed)
-            self.evaluations += region.dim + 1 + 16
+            self.evaluations += region.dim + 2 + 16  # the query, q + e_j, 16 checks
             if poly is not None:
                 self.F, self.g = poly
                 self.gram = self.F @ self.F.T  # (k, k): how a reflection off one wall moves the others
@@ -520,8 +531,8 @@ class RegionSampler:
         if method == "piecewise" and self.pw is None:
             raise ValueError(f"method='piecewise': the prefix up to layer {getattr(region, 'layer', '?')!r} is not "
                              "affine -> ReLU -> affine in the latent; use method='slice' (or 'auto')")
-        if (method == "reflective" or (method == "auto" and self.F is None and self.pw is None
-                                       and self.prior.kind == "normal")) and hasattr(region, "_module"):
+        if (method == "reflective" or (method == "auto" and self.F is None and self.pw is None)) \
+                and hasattr(region, "_module"):
             self.sv = SignedValues(region)
             self.evaluations += 1
         if method == "reflective" and self.sv is None:
@@ -546,9 +557,12 @@ class RegionSampler:
         C, d = self.z.shape
         if self.method in ("polytope", "piecewise", "reflective"):
             if self.method == "piecewise":
-                prop, ok = self._piecewise(self.rng.standard_normal((C, d)))
+                prop, ok, path = self._piecewise(self.rng.standard_normal((C, d)))
             elif self.method == "reflective":
-                prop, ok, spent, path = _reflective_trajectories(self.sv, self.z, self.rng.standard_normal((C, d)))
+                box = None if self.prior.kind == "normal" else (self.prior.low, self.prior.high)
+                travel = HMC_TIME if box is None else UNIFORM_TRAVEL * (box[1] - box[0])
+                prop, ok, spent, path = _reflective_trajectories(self.sv, self.z, self.rng.standard_normal((C, d)),
+                                                                 travel, box=box)
                 self.evaluations += spent
             elif self.prior.kind == "normal":
                 prop, ok = _hmc_trajectory(self.F, self.g, self.z, self.rng.standard_normal((C, d)), gram=self.gram)
@@ -560,8 +574,14 @@ class RegionSampler:
             ok[ok] = self._contains(prop[ok])
             self.z[ok] = prop[ok]
             self.moves += int(ok.sum())
-            if self.method == "reflective":  # time-major: consecutive rows are other chains
-                self.visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
+            if self.method in ("piecewise", "reflective"):  # time-major: consecutive rows are other chains
+                if self.method == "reflective":  # every checked position was evaluated inside: keep every 4th
+                    every = REFLECT_CHECKS // VISITS_PER_TRAJECTORY
+                    path = path[:, every - 1::every]
+                visited = path[ok].transpose(1, 0, 2).reshape(-1, d).astype(np.float32)
+                if self.method == "piecewise":  # computed from the affine pieces: the model has the last word
+                    visited = visited[self._contains(visited)]
+                self.visited = np.ascontiguousarray(visited)
                 return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
@@ -577,8 +597,8 @@ class RegionSampler:
             pw = self.pw
             self.hmc = core.PiecewiseHMC(pw.A, pw.c, pw.slope, pw.L, pw.e,
                                          np.where(pw.A @ self.z[0] + pw.c > 0, 1.0, pw.slope))
-        end, bounces = self.hmc.run(self.z, v, HMC_TIME, MAX_BOUNCES)
-        return end, bounces >= 0
+        end, bounces, path = self.hmc.run(self.z, v, HMC_TIME, MAX_BOUNCES, VISITS_PER_TRAJECTORY)
+        return end, bounces >= 0, path
 
     def _shrink(self, propose, lo, hi, t):
         """Neal's shrinkage, batched: propose(rows, t) -> points; bracket [lo, hi] shrinks toward 0 until inside."""

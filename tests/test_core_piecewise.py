@@ -43,7 +43,7 @@ def test_matches_the_numpy_oracle(m, d, k, slope, density, seed):
     for _ in range(2):
         V = rng.standard_normal((C, d))
         Z_in, V_in = Z.copy(), V.copy()
-        got, bounces = hmc.run(Z, V, HMC_TIME, 200)
+        got, bounces, _ = hmc.run(Z, V, HMC_TIME, 200)
         np.testing.assert_array_equal(Z, Z_in)  # inputs untouched
         np.testing.assert_array_equal(V, V_in)
         want, want_bounces = oracle_run(pw, pieces, Z, V, HMC_TIME, 200)
@@ -63,14 +63,31 @@ def test_walls_are_hit_and_energy_is_kept(isa):
     pw.e = pw.e - (pw.values(z0[None])[0] - 0.05)  # every selected value 0.05 at the start: walls all around
     V = rng.standard_normal((8, 6))
     Z = np.repeat(z0[None], 8, 0)
-    end, bounces = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000)
+    end, bounces, _ = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000)
     assert (bounces > 3).all()
     assert (pw.values(end) > -1e-9).all()
     # energy: the free motion keeps |z|^2 + |v|^2 and reflections keep |v|: |end| <= sqrt(|z0|^2 + |v|^2)
     assert (np.linalg.norm(end, axis=1) <= np.sqrt(z0 @ z0 + (V * V).sum(1)) + 1e-9).all()
     _core._limit_isa("scalar")
-    again, _ = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000)
+    again = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000)[0]
     np.testing.assert_array_equal(end, again)
+
+
+def test_recorded_positions_are_the_trajectory_at_those_times():
+    """path[:, i] (record = 8) is where a trajectory of travel (i + 1) / 8 from the same start and velocity ends
+    (the same flow, stopped earlier), inside the region; the last one is the end."""
+    rng = np.random.default_rng(7)
+    pw, z0, w0 = random_region(rng, 60, 6, 30, 0.2, 0.5)
+    pw.e = pw.e - (pw.values(z0[None])[0] - 0.1)  # walls close to the start: most recorded positions follow bounces
+    Z, V = np.repeat(z0[None], 6, 0), rng.standard_normal((6, 6))
+    end, bounces, path = core.PiecewiseHMC(pw.A, pw.c, 0.2, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000, 8)
+    assert path.shape == (6, 8, 6) and (bounces > 0).all()
+    np.testing.assert_array_equal(path[:, -1], end)
+    for i in range(8):
+        stopped = core.PiecewiseHMC(pw.A, pw.c, 0.2, pw.L, pw.e, w0).run(Z, V, HMC_TIME * (i + 1) / 8, 2000)[0]
+        np.testing.assert_allclose(path[:, i], stopped, rtol=0, atol=1e-9)
+    assert (pw.values(path.reshape(-1, 6)) > -1e-9).all()
+    assert core.PiecewiseHMC(pw.A, pw.c, 0.2, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000)[2].shape == (6, 0, 6)
 
 
 def test_thread_count_does_not_change_the_result():
@@ -81,11 +98,11 @@ def test_thread_count_does_not_change_the_result():
     for threads in (1, 2):
         core.set_num_threads(threads)
         try:
-            results.append(core.PiecewiseHMC(pw.A, pw.c, 0.1, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000))
+            results.append(core.PiecewiseHMC(pw.A, pw.c, 0.1, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 2000, 8))
         finally:
             core.set_num_threads(0)
-    np.testing.assert_array_equal(results[0][0], results[1][0])
-    np.testing.assert_array_equal(results[0][1], results[1][1])
+    for got, want in zip(results[0], results[1]):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_max_bounces_gives_up_like_the_oracle():
@@ -93,7 +110,7 @@ def test_max_bounces_gives_up_like_the_oracle():
     pw, z0, w0 = random_region(rng, 60, 6, 30, 0.0, 0.5)
     pw.e = pw.e - (pw.values(z0[None])[0] - 0.05)
     Z, V = np.repeat(z0[None], 6, 0), rng.standard_normal((6, 6))
-    _, bounces = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 3)
+    bounces = core.PiecewiseHMC(pw.A, pw.c, 0.0, pw.L, pw.e, w0).run(Z, V, HMC_TIME, 3)[1]
     _, want = oracle_run(pw, [Piece(pw, w0) for _ in range(6)], Z, V, HMC_TIME, 3)
     np.testing.assert_array_equal(bounces, want)
     assert (bounces == -1).any()
@@ -116,6 +133,8 @@ def test_bad_input_is_refused():
         core.PiecewiseHMC(**{**args, "A": pw.A.astype(complex)})
     hmc = core.PiecewiseHMC(**args)
     Z, V = z0[None], rng.standard_normal((1, 3))
+    with pytest.raises(ValueError, match="record"):
+        hmc.run(Z, V, 1.0, 10, -1)
     for z, v, travel, bounces, message in [(Z[:, :2], V, 1.0, 10, "z must have shape"), (Z, V[:, :2], 1.0, 10, "v must"),
                                            (Z, V, 0.0, 10, "travel"), (Z, V, np.inf, 10, "travel"),
                                            (Z, V, 1.0, 0, "max_bounces"), (Z * np.nan, V, 1.0, 10, "z must be finite")]:

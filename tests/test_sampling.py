@@ -258,24 +258,64 @@ def test_polytope_method_on_a_non_affine_layer_says_what_to_use():
         sample_region(region, method="polytope", progress=False)
 
 
-@pytest.mark.parametrize("method", ["polytope", "slice"])
+@pytest.mark.parametrize("method", ["polytope", "reflective", "slice"])
 def test_a_bounded_region_is_sampled_uniformly_on_its_bounds(method):
     """A region with bounds (a classifier's pixel box) gets the uniform prior on them by default: every sample in
     the box and inside, uniform there (rejection oracle); a normal prior or a box beyond the bounds is refused."""
     model, region, w, b = half_space(d=3, seed=2)
     region = GenerativeRegion(model, "1", np.clip(region.query, -1.4, 1.4))  # the query inside the bounds
     region.bounds = (-1.5, 1.5)
-    rs = sample_region(region, n=1200, seed=0, method=method, chains=1200, warmup=40, progress=False)
+    rs = sample_region(region, n=2400, seed=0, method=method, chains=2400, warmup=40, progress=False)
     z = rs.latents.astype(np.float64)
     assert rs.prior.kind == "uniform" and (rs.prior.low, rs.prior.high) == (-1.5, 1.5)
     assert (np.abs(z) <= 1.5).all() and ((z @ w + b) > 0).all()
-    ref = np.random.default_rng(0).uniform(-1.5, 1.5, (40000, 3))
-    ref = ref[ref @ w + b > 0][:3000]
+    ref = np.random.default_rng(0).uniform(-1.5, 1.5, (80000, 3))
+    ref = ref[ref @ w + b > 0][:6000]
     for k in range(3):
         assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
     for prior, box in (("normal", None), ("uniform", (-2.0, 2.0))):
         with pytest.raises(ValueError, match="bounded"):
             sample_region(region, prior=prior, box=box, progress=False)
+
+
+def test_reflective_with_a_uniform_prior_matches_rejection_sampling():
+    """A uniform box prior two nonlinearities deep: straight trajectories folded at the box's faces and reflected
+    off the region's walls. The oracle is rejection sampling from the box (exact); the box without the region's
+    walls fails the same test."""
+    toy = TOY["inplace_relu"]
+    model = toy.build()
+    query = np.clip(np.random.default_rng(15).standard_normal(toy.query_shape), -1.9, 1.9).astype(np.float32)
+    region = GenerativeRegion(model, "4", query)
+    box = np.random.default_rng(0).uniform(-2, 2, (60000, region.dim)).astype(np.float32)
+    ref = box[oracle_inside("inplace_relu", toy.query_shape, model, region, box)].astype(np.float64)
+    assert len(ref) > 3000
+    rs = sample_region(region, n=300, seed=1, chains=300, warmup=10, prior="uniform", box=(-2.0, 2.0), progress=False)
+    assert rs.method == "reflective" and rs.prior.kind == "uniform"
+    z = rs.latents.astype(np.float64)
+    assert (np.abs(z) <= 2.0).all() and oracle_inside("inplace_relu", toy.query_shape, model, region, z).all()
+    dist = np.linalg.norm(ref - query, axis=1)
+    assert stats.ks_2samp(np.linalg.norm(z - query, axis=1), dist).pvalue > P_MIN
+    for k in range(region.dim):
+        assert stats.ks_2samp(z[:, k], ref[:, k]).pvalue > P_MIN
+    assert stats.ks_2samp(np.linalg.norm(box[:300] - query, axis=1), dist).pvalue < P_MIN
+
+
+def test_box_motion_folds_at_the_faces():
+    """The uniform prior's free motion: inside the box at every time, continuous, |velocity| kept, and equal to the
+    straight line until the first face."""
+    from egbas_fast.sampling import _motion
+
+    rng = np.random.default_rng(0)
+    z0, v0 = rng.uniform(-1, 2, (50, 4)), 3 * rng.standard_normal((50, 4))
+    t = np.linspace(0, 5, 2001)
+    path = np.stack([_motion(z0, v0, np.full(50, ti), (-1.0, 2.0))[0] for ti in t])  # (T, 50, 4)
+    assert ((path >= -1) & (path <= 2)).all()
+    assert np.abs(np.diff(path, axis=0)).max() <= np.abs(v0).max() * (t[1] - t[0]) + 1e-12  # no jumps
+    _, vel = _motion(z0, v0, np.full(50, 2.7), (-1.0, 2.0))
+    np.testing.assert_array_equal(np.abs(vel), np.abs(v0))
+    first = np.min(np.where(v0 > 0, (2 - z0) / v0, (-1 - z0) / v0), axis=1)  # time to the first face
+    early = first / 2
+    np.testing.assert_allclose(_motion(z0, v0, early, (-1.0, 2.0))[0], z0 + v0 * early[:, None], atol=1e-12)
 
 
 def test_box_slice_without_walls_samples_the_whole_box():

@@ -189,7 +189,9 @@ class PiecewiseHMC {
   // One trajectory of travel time `travel` from z (d, inside the region) with velocity v (d), both updated in
   // place (v ends as the final velocity); `piece` is moved along. Returns the number of walls hit, or -1 when
   // `max_bounces` walls did not finish it (z, v are then mid-trajectory: the caller keeps the chain's old state).
-  int64_t trajectory(Piece& piece, double* z, double* v, double travel, int64_t max_bounces) const {
+  // path (record, d), if record > 0: the positions at times travel * r / record, r = 1..record (the last: the end).
+  int64_t trajectory(Piece& piece, double* z, double* v, double travel, int64_t max_bounces, int64_t record = 0,
+                     double* path = nullptr) const {
     const int64_t m = m_, d = d_, k = k_;
     std::vector<double> pa(m), pb(m), w(m), a(k), b(k), cc(k), An(m), normal(d);
     std::vector<unsigned char> flags(k);
@@ -197,6 +199,15 @@ class PiecewiseHMC {
     const auto later = [](const std::pair<double, int64_t>& x, const std::pair<double, int64_t>& y) { return y < x; };
     detail::matvec2(A_.data(), z, v, m, d, pa.data(), pb.data());  // hidden pre-activations minus c
     double left = travel;
+    int64_t recorded = 0;
+    // positions at the record times up to `until` (trajectory time) on the segment that started at travel - left
+    const auto record_up_to = [&](double until) {
+      for (; recorded < record && travel * double(recorded + 1) / double(record) <= until; ++recorded) {
+        const double tau = travel * double(recorded + 1) / double(record) - (travel - left);
+        const double ct = std::cos(tau), st = std::sin(tau);
+        for (int64_t t = 0; t < d; ++t) path[recorded * d + t] = z[t] * ct + v[t] * st;
+      }
+    };
     for (int64_t bounce = 0; bounce < max_bounces; ++bounce) {
       for (int64_t j = 0; j < m; ++j) w[j] = pa[j] + c_[j] > 0 ? 1.0 : slope_;  // slopes at the segment's start
       move_to(piece, w.data());
@@ -254,9 +265,12 @@ class PiecewiseHMC {
         lo = hi, cos_lo = cos_hi, sin_lo = sin_hi;
       }
       if (unit < 0) {  // no wall before the end of the travel
+        if (record > 0) record_up_to(travel);
         rotate(z, v, d, cos_left, sin_left);
+        if (record > 0) std::copy(z, z + d, path + (record - 1) * d);  // the last record time is the end
         return bounce;
       }
+      if (record > 0) record_up_to(travel - left + hit);
       move_to(piece, w.data());  // the piece the wall is on
       const double ch = std::cos(hit), sh = std::sin(hit);
       rotate(z, v, d, ch, sh);
@@ -277,11 +291,14 @@ class PiecewiseHMC {
   // Runs one trajectory per chain: Z, V (C, d) updated in place, pieces[c] the chain's piece cache (grown to C
   // copies of the start piece), bounces (C) as `trajectory` returns. Chains run in parallel; each chain's
   // arithmetic is sequential, so results do not depend on the thread count.
+  // paths (C, record, d) as `trajectory` writes path, if record > 0.
   void trajectories(std::vector<Piece>& pieces, double* Z, double* V, int64_t C, double travel, int64_t max_bounces,
-                    int64_t* bounces) const {
+                    int64_t* bounces, int64_t record = 0, double* paths = nullptr) const {
     while (static_cast<int64_t>(pieces.size()) < C) pieces.push_back(start_);
     parallel_for(C, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) bounces[r] = trajectory(pieces[r], Z + r * d_, V + r * d_, travel, max_bounces);
+      for (int64_t r = lo; r < hi; ++r)
+        bounces[r] = trajectory(pieces[r], Z + r * d_, V + r * d_, travel, max_bounces, record,
+                                record > 0 ? paths + r * record * d_ : nullptr);
     }, 1e18, 1.0);
   }
 

@@ -247,6 +247,8 @@ void test_piecewise_hmc(std::mt19937& rng) {
     for (int64_t t = 0; t < d; ++t) p += A[j * d + t] * z0[t];
     w0[j] = p > 0 ? 1.0 : slope;
   }
+  const int64_t record = 8;
+  std::vector<double> paths(C * record * d);
   const auto run = [&](std::vector<double>* Z, std::vector<int64_t>* bounces) {
     egbas::PiecewiseHMC hmc(A.data(), c.data(), slope, L.data(), e.data(), w0.data(), m, d, k);
     std::vector<egbas::PiecewiseHMC::Piece> pieces;
@@ -254,7 +256,8 @@ void test_piecewise_hmc(std::mt19937& rng) {
     Z->resize(C * d);
     bounces->resize(C);
     for (int64_t r = 0; r < C; ++r) std::copy(z0.begin(), z0.end(), Z->begin() + r * d);
-    hmc.trajectories(pieces, Z->data(), Vc.data(), C, 1.5707963267948966, 2000, bounces->data());
+    hmc.trajectories(pieces, Z->data(), Vc.data(), C, 1.5707963267948966, 2000, bounces->data(), record,
+                     paths.data());
   };
   std::vector<double> Z, Z1;
   std::vector<int64_t> bounces, bounces1;
@@ -264,6 +267,11 @@ void test_piecewise_hmc(std::mt19937& rng) {
     CHECK(bounces[r] > 0);
     values(Z.data() + r * d, out.data());
     for (int64_t i = 0; i < k; ++i) CHECK(out[i] > -1e-9);
+    for (int64_t p = 0; p < record; ++p) {  // every recorded position inside; the last one is the end
+      values(paths.data() + (r * record + p) * d, out.data());
+      for (int64_t i = 0; i < k; ++i) CHECK(out[i] > -1e-9);
+    }
+    CHECK(std::equal(Z.begin() + r * d, Z.begin() + (r + 1) * d, paths.begin() + (r * record + record - 1) * d));
     double energy = 0, radius = 0;
     for (int64_t t = 0; t < d; ++t) energy += z0[t] * z0[t] + V[r * d + t] * V[r * d + t], radius += Z[r * d + t] * Z[r * d + t];
     CHECK(radius <= energy + 1e-9);
