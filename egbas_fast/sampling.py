@@ -540,6 +540,7 @@ class RegionSampler:
         self.method = ("polytope" if self.F is not None else "piecewise" if self.pw is not None
                        else "reflective" if self.sv is not None else "slice")
         self.z = np.repeat(q[None], self.chains, 0)  # (C, d) float64
+        self._visited, self._unchecked = self.z.astype(np.float32), False
         self.moves = 0  # accepted moves (a polytope move the model rejects leaves the chain in place)
 
     def use_chains(self, chains):
@@ -578,17 +579,23 @@ class RegionSampler:
                 if self.method == "reflective":  # every checked position was evaluated inside: keep every 4th
                     every = REFLECT_CHECKS // VISITS_PER_TRAJECTORY
                     path = path[:, every - 1::every]
-                visited = path[ok].transpose(1, 0, 2).reshape(-1, d).astype(np.float32)
-                if self.method == "piecewise":  # computed from the affine pieces: the model has the last word
-                    visited = visited[self._contains(visited)]
-                self.visited = np.ascontiguousarray(visited)
+                self._visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
+                # piecewise positions come from the affine pieces: the model has the last word, when asked
+                self._unchecked = self.method == "piecewise"
                 return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
         else:
             self._box_slice()
-        self.visited = self.z.astype(np.float32)
-        return self.visited.copy()
+        self._visited, self._unchecked = self.z.astype(np.float32), False
+        return self._visited.copy()
+
+    @property
+    def visited(self):
+        """The last step's states drawn from the target (see the class): (m, d) float32, each evaluated inside."""
+        if self._unchecked:  # evaluated on first access only: sample_region never asks
+            self._visited, self._unchecked = self._visited[self._contains(self._visited)], False
+        return self._visited
 
     def _piecewise(self, v):
         if self.hmc is None:  # every chain starts at the query, in the query's piece
