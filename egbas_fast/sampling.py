@@ -540,7 +540,7 @@ class RegionSampler:
         self.method = ("polytope" if self.F is not None else "piecewise" if self.pw is not None
                        else "reflective" if self.sv is not None else "slice")
         self.z = np.repeat(q[None], self.chains, 0)  # (C, d) float64
-        self._visited, self._unchecked = self.z.astype(np.float32), False
+        self._visited, self._unchecked = self.z.astype(np.float32), 0  # rows of _visited not yet evaluated
         self.moves = 0  # accepted moves (a polytope move the model rejects leaves the chain in place)
 
     def use_chains(self, chains):
@@ -580,21 +580,24 @@ class RegionSampler:
                     every = REFLECT_CHECKS // VISITS_PER_TRAJECTORY
                     path = path[:, every - 1::every]
                 self._visited = np.ascontiguousarray(path[ok].transpose(1, 0, 2).reshape(-1, d), np.float32)
-                # piecewise positions come from the affine pieces: the model has the last word, when asked
-                self._unchecked = self.method == "piecewise"
+                # piecewise positions come from the affine pieces: the model has the last word, when asked; the
+                # last time's rows are the accepted ends, already evaluated
+                self._unchecked = (VISITS_PER_TRAJECTORY - 1) * int(ok.sum()) if self.method == "piecewise" else 0
                 return self.z.astype(np.float32)
         elif self.prior.kind == "normal":
             self._elliptical_slice()
         else:
             self._box_slice()
-        self._visited, self._unchecked = self.z.astype(np.float32), False
+        self._visited, self._unchecked = self.z.astype(np.float32), 0
         return self._visited.copy()
 
     @property
     def visited(self):
         """The last step's states drawn from the target (see the class): (m, d) float32, each evaluated inside."""
-        if self._unchecked:  # evaluated on first access only: sample_region never asks
-            self._visited, self._unchecked = self._visited[self._contains(self._visited)], False
+        if self._unchecked:  # the first rows are evaluated on first access only: sample_region never asks
+            keep = np.ones(len(self._visited), bool)
+            keep[:self._unchecked] = self._contains(self._visited[:self._unchecked])
+            self._visited, self._unchecked = self._visited[keep], 0
         return self._visited
 
     def _piecewise(self, v):

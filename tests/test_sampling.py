@@ -165,6 +165,15 @@ def test_explore_takes_trajectory_targets_and_reaches_as_far_as_the_samples(laye
     rs = sample_region(region, n=300, seed=1, progress=False)
     reach = np.linalg.norm(res.latents - query, axis=1).mean() / np.linalg.norm(rs.latents - query, axis=1).mean()
     assert reach > 0.8
+    # the sampler's visited positions: 8 per trajectory, time-major, the last 8 chains' rows the new states; all
+    # inside by the oracle, and only the 7 earlier times cost model evaluations
+    sampler = RegionSampler(region, chains=8, seed=3, method=method)
+    states = sampler.step()
+    before = sampler.evaluations
+    visited = sampler.visited
+    assert len(visited) <= 8 * 8 and oracle_inside("inplace_relu", toy.query_shape, model, region, visited).all()
+    np.testing.assert_array_equal(visited[-8:], states)
+    assert sampler.evaluations - before == (7 * 8 if method == "piecewise" else 0)
 
 
 def test_use_chains_refuses_to_drop_states():
