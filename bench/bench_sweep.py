@@ -8,7 +8,8 @@ The grid: layers main.2, main.5 x keeps 0.05, 0.1 x `--queries` query seeds, `--
     sweep, 1 worker     egbas sweep --model faces ... --workers 1
     CLI calls           egbas explore --checkpoint FACES --layer L --keep K --query-seed Q --n N, one call per row,
                         one after another (what a user scripts today; each call also writes its report). Only
-                        `--cli-rows` rows spread over the grid are run: the figure is rows per second.
+                        `--cli-rows` rows are run, each (layer, keep) as often, queries spread over the range:
+                        the figure is rows per second.
 For each: wall seconds, rows per second, CPU seconds per row (user + sys of the child processes: what the way costs
 whatever else runs on the machine) and the load average around it. The two sweeps must give the same table
 (apart from timings): checked. The machine may be shared: the numbers say how loaded it was.
@@ -63,8 +64,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         tmp = Path(tmp)
         checkpoint = eg.save_checkpoint(tmp / "faces", eg.zoo.face_dcgan())
-        cli_rows = [(layer, keep, q) for q in range(args.queries) for layer in LAYERS for keep in KEEPS]
-        cli_rows = cli_rows[::max(1, len(cli_rows) // args.cli_rows)][:args.cli_rows]
+        # every (layer, keep) cell of the grid as often (its rows cost 1x-4x each other), queries spread over the
+        # range: the rows per second compare with the whole sweep's
+        cells = [(layer, keep) for layer in LAYERS for keep in KEEPS]
+        cli_rows = [(*cells[i % len(cells)], i * args.queries // args.cli_rows) for i in range(args.cli_rows)]
         cli = [run(egbas("explore", "--checkpoint", checkpoint, "--layer", layer, "--keep", keep, "--query-seed",
                          q, "--n", args.n, "--out", tmp / f"cli-{i}"))
                for i, (layer, keep, q) in enumerate(cli_rows)]

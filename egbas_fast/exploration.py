@@ -38,21 +38,27 @@ PROPOSALS_PER_NODE = 50  # default max_proposals = this * n: a hopeless step/rad
 
 
 # ------------------------------------------------------------------------------------------- default step/radius
-def default_step_radius(region, seed=0):
-    """The default `step` and `radius` of `explore`, derived from the region itself. Returns (step, radius).
+def ray_distances(region, seed=0):
+    """(N_RAYS,) float64: distances from the query to the region's boundary along N_RAYS random directions of
+    `seed` (ray bisection to 0.1% of `ray_cap`: plenty for a median; rays capped at `ray_cap`)."""
+    cap = ray_cap(region)
+    return np.asarray(region.boundary_distance(random_directions(N_RAYS, region.dim, seed), max_distance=cap,
+                                               tol=1e-3 * cap), np.float64)
 
-    Rule: r = median distance from the query to the region's boundary along N_RAYS random directions (ray
-    bisection to 0.1% of `ray_cap`, rays capped at `ray_cap`). step = r / 2. radius = 3 r sqrt(3 / d): a uniform
+
+def default_step_radius(region, seed=0, distances=None):
+    """The default `step` and `radius` of `explore`, derived from the region itself. Returns (step, radius).
+    distances: `ray_distances(region, seed)` when already measured.
+
+    Rule: r = median distance from the query to the region's boundary along N_RAYS random directions
+    (`ray_distances`). step = r / 2. radius = 3 r sqrt(3 / d): a uniform
     point of the box of half-width `radius` lies at distance ~ radius * sqrt(d / 3) = 3 r from the query, so
     targets pull the tree out to the boundary in every direction, and two steps reach it in a typical one.
     Measured at every ReLU layer, keep 1-10%, 500 nodes (bench/bench_explore.py --acceptance): on the face DCGAN
     84-93% of proposals become nodes, 21-38% of those by bisection; on the default mnist DCGAN (two extra blocks
     per resolution, 6 ReLU layers) 72-83%, 30-52% by bisection. The nodes' mean distance from the query is ~0.9 r.
     """
-    cap = ray_cap(region)
-    dist = np.asarray(region.boundary_distance(random_directions(N_RAYS, region.dim, seed), max_distance=cap,
-                                               tol=1e-3 * cap), np.float64)  # 0.1% of the cap: plenty for a median
-    r = float(np.median(dist))
+    r = float(np.median(ray_distances(region, seed) if distances is None else distances))
     if not (math.isfinite(r) and r > 0.0):
         raise ValueError(f"the region has no room around the query (median boundary distance {r}); "
                          "keep fewer boundaries or pass step= and radius= explicitly")
@@ -80,6 +86,8 @@ class Exploration:
     prior: str = "normal"
     box: tuple = (-1.0, 1.0)  # the uniform prior's box (unused for the normal prior)
     sampler_method: object = None  # "polytope", "piecewise", "reflective" or "slice" in prior mode
+    ray_distances: object = field(default=None, repr=False)  # (N_RAYS,) query-to-boundary distances behind the
+    # default step (`ray_distances`); None when step (and radius) were given
 
     @property
     def acceptance(self):
@@ -149,9 +157,11 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         member_seconds += time.perf_counter() - t
         return inside
 
+    distances = None
     if step is None or radius == "auto":  # ray marches: region.contains calls, counted as membership time
         t = time.perf_counter()
-        auto_step, auto_radius = default_step_radius(region, seed)
+        distances = ray_distances(region, seed)
+        auto_step, auto_radius = default_step_radius(region, seed, distances)
         member_seconds += time.perf_counter() - t
         step = step if step is not None else (auto_step if local else auto_step / STEP_FRACTION)
         radius = auto_radius if radius == "auto" else radius
@@ -212,7 +222,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
                        radius=None if radius is None else float(radius), batch=batch, seed=seed, region=region,
                        mode="local" if local else "prior", prior=prior.kind,
                        box=(prior.low, prior.high),
-                       sampler_method=None if sampler is None else sampler.method)
+                       sampler_method=None if sampler is None else sampler.method, ray_distances=distances)
 
 
 def _step_toward(origins, targets, step, contains):

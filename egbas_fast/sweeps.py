@@ -122,8 +122,7 @@ def run_row(model, task):
 
 def _figures(model, task):
     from .baselines import matched_eps, sample_ball
-    from .exploration import N_RAYS, explore
-    from .region import random_directions, ray_cap
+    from .exploration import explore, ray_distances
     from .metrics import output_diversity
     from .selection import select_boundaries
 
@@ -138,8 +137,7 @@ def _figures(model, task):
     res = explore(region, n=n, seed=seed, progress=False)
     z = res.latents
     d = region.dim
-    cap = ray_cap(region)
-    ray_distance = region.boundary_distance(random_directions(N_RAYS, d, seed), max_distance=cap, tol=1e-3 * cap)
+    ray_distance = ray_distances(region, seed) if res.ray_distances is None else res.ray_distances  # explore's own
     mean_distance = float(np.linalg.norm(z - z[0], axis=1).mean())
     spread = mean_distance or float(res.step)  # a lone root: the ε baselines still need a radius
     l2 = sample_ball(region, n, eps=matched_eps(spread, d, "l2"), norm="l2", seed=seed)

@@ -91,6 +91,8 @@ def test_default_step_and_radius_follow_the_stated_rule():
     assert (res.step, res.radius, res.mode) == (step, radius, "local")
     res = explore(region, n=10, seed=0, progress=False)  # prior mode: checks every r along an extension
     assert (res.step, res.radius, res.mode) == (pytest.approx(2 * step), None, "prior")
+    assert res.ray_distances == pytest.approx(np.minimum(exits, cap), abs=1e-3 * cap)  # the rays behind the step
+    assert explore(region, n=10, step=step, seed=0, progress=False).ray_distances is None  # none measured
 
 
 @pytest.mark.parametrize("layer", ["main.2", "main.5"])

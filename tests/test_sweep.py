@@ -15,6 +15,7 @@ import pytest
 from egbas_fast import models
 from egbas_fast.checkpoint import save_checkpoint
 from egbas_fast.demo import query_latent
+from egbas_fast.region import random_directions, ray_cap
 
 from . import toys
 
@@ -86,6 +87,11 @@ def test_table_has_one_row_per_setting_with_the_api_figures(embedded, checkpoint
     eps = eg.sample_ball(sel.region(), N, eps=r["eps_l2"], norm="l2", seed=0)
     assert r["eps_l2_in_region"] == pytest.approx(eps.in_region_rate)
     assert r["mean_distance"] == pytest.approx(np.linalg.norm(res.latents - query, axis=1).mean(), rel=1e-5)
+    # the region size is the median of the 64 rays behind explore's default step (measured once, not twice)
+    cap = ray_cap(sel.region())
+    rays = sel.region().boundary_distance(random_directions(64, 8, 0), max_distance=cap, tol=1e-3 * cap)
+    assert r["median_boundary_distance"] == pytest.approx(float(np.median(rays)), rel=1e-6)
+    assert r["step"] == pytest.approx(float(np.median(rays)), rel=1e-6)
     # the table is plain Parquet: one merged part, readable by pyarrow without our code (the parts, not the whole
     # folder: another test may have put summary.html or reports/ beside them)
     parts = [str(p) for p in out.glob("part-*.parquet")]
