@@ -118,7 +118,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
 
     Default (radius=None): the region under the generator's prior. Targets are samples of the prior restricted to
     the region (`sampling.RegionSampler`, sample_region's kernel: exact HMC where the prefix is affine or
-    affine -> ReLU -> affine, else reflective HMC with the model as oracle (8 of each trajectory's 32 checked
+    affine -> ReLU -> affine, else reflective HMC with the model as oracle (16 of each trajectory's 32 checked
     positions are targets); the slice kernel only for a uniform prior beyond the first layer; prior None = the region's
     own: uniform on its bounds if it has them, else N(0, I); or "normal", or "uniform" on `box`), and each
     proposal extends its nearest node toward its target as far as the region allows: the segment is evaluated
@@ -176,7 +176,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
         trajectories = sampler.method in ("piecewise", "reflective")
         if trajectories:
             sampler.use_chains(default_chains(sampler.method, n))
-        # targets from the restricted prior, not the query's start; a trajectory gives 8 targets (its positions
+        # targets from the restricted prior, not the query's start; a trajectory gives 16 targets (its positions
         # at fixed times)
         for _ in range(TRAJECTORY_WARMUP if trajectories else default_warmup(sampler.method)):
             sampler.step()
@@ -200,7 +200,7 @@ def explore(region, n=500, step=None, radius=None, batch=256, max_proposals=None
             while len(queue) < b:
                 t = time.perf_counter()
                 sampler.step()  # every state evaluated inside (and in bounds)
-                queue = np.concatenate([queue, sampler.visited])  # trajectory kernels: 8 positions each
+                queue = np.concatenate([queue, sampler.visited])  # trajectory kernels: 16 positions each
                 member_seconds += time.perf_counter() - t
             targets, queue = queue[:b], queue[b:]
         near, _ = tree.nearest(targets)  # (b,) among the nodes of the round's start

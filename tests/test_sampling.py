@@ -9,7 +9,8 @@ from torch import nn
 
 from egbas_fast import core
 from egbas_fast.region import GenerativeRegion
-from egbas_fast.sampling import RegionSampler, RegionSamples, piecewise_affine, polytope, sample_region, split_rhat_ess
+from egbas_fast.sampling import (VISITS_PER_TRAJECTORY, RegionSampler, RegionSamples, piecewise_affine, polytope,
+                                 sample_region, split_rhat_ess)
 
 from .toys import TOYS, _seeded, oracle_inside
 
@@ -165,15 +166,18 @@ def test_explore_takes_trajectory_targets_and_reaches_as_far_as_the_samples(laye
     rs = sample_region(region, n=300, seed=1, progress=False)
     reach = np.linalg.norm(res.latents - query, axis=1).mean() / np.linalg.norm(rs.latents - query, axis=1).mean()
     assert reach > 0.8
-    # the sampler's visited positions: 8 per trajectory, time-major, the last 8 chains' rows the new states; all
-    # inside by the oracle, and only the 7 earlier times cost model evaluations
+    # the sampler's visited positions: V per trajectory, time-major, the last 8 chains' rows the new states; all
+    # inside by the oracle, and only the V - 1 earlier times cost model evaluations
+    V = VISITS_PER_TRAJECTORY
     sampler = RegionSampler(region, chains=8, seed=3, method=method)
     states = sampler.step()
     before = sampler.evaluations
     visited = sampler.visited
-    assert len(visited) <= 8 * 8 and oracle_inside("inplace_relu", toy.query_shape, model, region, visited).all()
+    assert len(visited) <= V * 8 and oracle_inside("inplace_relu", toy.query_shape, model, region, visited).all()
+    if method == "reflective":  # V of its checked positions per accepted trajectory, none dropped
+        assert len(visited) == V * sampler.moves
     np.testing.assert_array_equal(visited[-8:], states)
-    assert sampler.evaluations - before == (7 * 8 if method == "piecewise" else 0)
+    assert sampler.evaluations - before == ((V - 1) * 8 if method == "piecewise" else 0)
 
 
 def test_use_chains_refuses_to_drop_states():
