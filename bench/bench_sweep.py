@@ -53,20 +53,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=16)
     parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--cli-rows", type=int, default=8, help="a multiple of 4: every (layer, keep) as often")
+    parser.add_argument("--cli-rows", type=int, default=8, help="a multiple of the (layer, keep) cells: each as often")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"a subset of {','.join(WAYS)}")
     args = parser.parse_args()
     ways = args.ways.split(",")
-    assert set(ways) <= set(WAYS) and args.cli_rows % 4 == 0, "see --help"
+    cells = len(LAYERS) * len(KEEPS)
+    assert set(ways) <= set(WAYS) and args.cli_rows % cells == 0, "see --help"
 
     import egbas_fast as eg
     from egbas_fast.sweeps import TIMING_COLUMNS, read_table
 
     rows = len(LAYERS) * len(KEEPS) * args.queries
-    cells = ["--layers", ",".join(LAYERS), "--keeps", ",".join(map(str, KEEPS)), "--n", args.n, "--quiet"]
+    grid = ["--layers", ",".join(LAYERS), "--keeps", ",".join(map(str, KEEPS)), "--n", args.n, "--quiet"]
     # the CLI's rows: every (layer, keep) cell of the grid (its rows cost 1x-4x each other's) with the same
     # cli_rows / 4 queries spread over the range, so that their rows per second compare with the whole sweep's
-    cli_queries = [j * args.queries // (args.cli_rows // 4) for j in range(args.cli_rows // 4)]
+    cli_queries = [j * args.queries // (args.cli_rows // cells) for j in range(args.cli_rows // cells)]
     print(f"{rows} rows (face DCGAN, {len(LAYERS)} layers x {len(KEEPS)} keeps x {args.queries} queries, "
           f"n={args.n}); CLI rows: queries {cli_queries} in every cell; {os.cpu_count()} CPUs; load average at "
           f"start {os.getloadavg()}")
@@ -82,12 +83,12 @@ def main():
                                                   cli[0][2], cli[-1][3])
         if "reports" in ways:  # like for like: the CLI's rows, each writing its report as a CLI call does
             results["sweep + reports, 2 workers"] = (args.cli_rows, *run(egbas(
-                "sweep", "--model", "faces", *cells, "--queries", ",".join(map(str, cli_queries)), "--reports",
+                "sweep", "--model", "faces", *grid, "--queries", ",".join(map(str, cli_queries)), "--reports",
                 "--workers", 2, "--out", tmp / "sweep-reports")))
         for workers in (2, 1):
             if f"sweep{workers}" in ways:
                 results[f"sweep, {workers} worker{'s' * (workers > 1)}"] = (rows, *run(egbas(
-                    "sweep", "--model", "faces", *cells, "--queries", f"0-{args.queries - 1}", "--workers", workers,
+                    "sweep", "--model", "faces", *grid, "--queries", f"0-{args.queries - 1}", "--workers", workers,
                     "--out", tmp / f"sweep-{workers}")))
         if "sweep2" in ways and "sweep1" in ways:
             tables = [read_table(tmp / f"sweep-{w}").drop_columns(list(TIMING_COLUMNS)).sort_by(
