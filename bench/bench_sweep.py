@@ -58,7 +58,8 @@ def main():
     args = parser.parse_args()
     ways = args.ways.split(",")
     cells = len(LAYERS) * len(KEEPS)
-    assert set(ways) <= set(WAYS) and args.cli_rows % cells == 0, "see --help"
+    if not set(ways) <= set(WAYS) or args.cli_rows <= 0 or args.cli_rows % cells:
+        parser.error(f"--ways must be a subset of {','.join(WAYS)} and --cli-rows a positive multiple of {cells}")
 
     import egbas_fast as eg
     from egbas_fast.sweeps import TIMING_COLUMNS, read_table
@@ -66,7 +67,7 @@ def main():
     rows = len(LAYERS) * len(KEEPS) * args.queries
     grid = ["--layers", ",".join(LAYERS), "--keeps", ",".join(map(str, KEEPS)), "--n", args.n, "--quiet"]
     # the CLI's rows: every (layer, keep) cell of the grid (its rows cost 1x-4x each other's) with the same
-    # cli_rows / 4 queries spread over the range, so that their rows per second compare with the whole sweep's
+    # cli_rows / cells queries spread over the range, so that their rows per second compare with the whole sweep's
     cli_queries = [j * args.queries // (args.cli_rows // cells) for j in range(args.cli_rows // cells)]
     print(f"{rows} rows (face DCGAN, {len(LAYERS)} layers x {len(KEEPS)} keeps x {args.queries} queries, "
           f"n={args.n}); CLI rows: queries {cli_queries} in every cell; {os.cpu_count()} CPUs; load average at "

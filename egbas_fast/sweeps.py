@@ -122,7 +122,7 @@ def run_row(model, task):
 
 def _figures(model, task):
     from .baselines import matched_eps, sample_ball
-    from .exploration import explore, ray_distances
+    from .exploration import explore
     from .metrics import output_diversity
     from .selection import select_boundaries
 
@@ -137,7 +137,7 @@ def _figures(model, task):
     res = explore(region, n=n, seed=seed, progress=False)
     z = res.latents
     d = region.dim
-    ray_distance = ray_distances(region, seed) if res.ray_distances is None else res.ray_distances  # explore's own
+    ray_distance = res.ray_distances  # the rays behind explore's default step: not marched again
     mean_distance = float(np.linalg.norm(z - z[0], axis=1).mean())
     spread = mean_distance or float(res.step)  # a lone root: the ε baselines still need a radius
     l2 = sample_ball(region, n, eps=matched_eps(spread, d, "l2"), norm="l2", seed=seed)

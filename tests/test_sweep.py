@@ -131,6 +131,22 @@ def test_rerun_skips_finished_rows_and_adds_new_ones(embedded, checkpoint, tmp_p
     assert all(r["finished_at"] == old[sweeps.task_key(r)] for r in more.to_pylist() if r["query"] != "seed:2")
 
 
+def test_a_row_marches_its_rays_once(checkpoint, monkeypatch):
+    """The row's region size comes from the 64 rays explore measured for its default step: one ray march per row."""
+    import egbas_fast as eg
+    from egbas_fast.region import GenerativeRegion
+
+    marches = []
+    original = GenerativeRegion.boundary_distance
+    monkeypatch.setattr(GenerativeRegion, "boundary_distance",
+                        lambda self, *a, **k: marches.append(1) or original(self, *a, **k))
+    task = {"model": "m", "layer": "main.5", "keep": 0.1, "query": "seed:1", "query_seed": 1, "image": None,
+            "seed": 0, "n": 20, "latent_shape": None, "reports": None, "coverage": False}
+    row = sweeps.run_row(eg.load(checkpoint), task)
+    assert row["status"] == "ok", row["error"]
+    assert len(marches) == 1 and row["median_boundary_distance"] == pytest.approx(row["step"])
+
+
 def test_failing_rows_are_recorded_and_the_sweep_goes_on(tmp_path):
     model = toys.fails_on_some_queries()
     queries = list(range(6))
